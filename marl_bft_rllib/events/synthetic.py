@@ -1,0 +1,363 @@
+"""Synthetic APT source: benign host telemetry with kill-chain campaigns that react to decisions.
+
+Each episode's whole timeline (one event per slot) is drawn vectorised when the episode
+starts; stepping only reads pre-built rows and updates the host-history tracker, so
+``current()`` + ``respond()`` cost a few microseconds. A containment rewrites the
+contained campaign's later slots to their pre-drawn benign alternates, so the stream is
+a deterministic function of the rng and the decisions. See docs/features.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marl_bft_rllib.events.base import KILL_CHAIN, Event, Outcome
+from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "proc_rarity",
+    "cmdline_entropy",
+    "bytes_out",
+    "remote_conns",
+    "file_writes",
+    "priv_change",
+    "auth_events",
+    "edr_score",
+)
+SCORE_FEATURE = FEATURE_NAMES.index("edr_score")  # the anomaly-ish feature the tracker averages
+N_STAGES = len(KILL_CHAIN)
+LATERAL = KILL_CHAIN.index("lateral_movement")
+EXFIL = KILL_CHAIN.index("exfiltration")
+
+
+def _shift(**kw: float) -> list[float]:
+    """A feature-mean shift vector from named entries (the rest 0)."""
+    return [float(kw.get(name, 0.0)) for name in FEATURE_NAMES]
+
+
+# Benign background: routine activity plus three legitimate-but-unusual kinds that
+# overlap the campaign stages (an admin session looks like privilege escalation /
+# lateral movement, a software update like persistence / exfiltration, a scanner like
+# reconnaissance).
+BENIGN_KINDS: tuple[str, ...] = ("routine", "admin", "update", "scanner")
+BENIGN_SHIFTS = np.array(
+    [
+        _shift(),
+        _shift(priv_change=1.4, auth_events=1.4, cmdline_entropy=0.6, edr_score=0.4),
+        _shift(file_writes=1.6, bytes_out=1.0, proc_rarity=1.0, edr_score=0.4),
+        _shift(remote_conns=1.6, auth_events=0.6, bytes_out=0.6, edr_score=0.4),
+    ],
+    np.float32,
+)
+# Per kill-chain stage, the mean shift of a malicious event (times SyntheticConfig.signal).
+STAGE_SHIFTS = np.array(
+    [
+        _shift(remote_conns=1.4, cmdline_entropy=0.6, edr_score=0.8),
+        _shift(proc_rarity=1.2, cmdline_entropy=1.0, edr_score=0.9),
+        _shift(proc_rarity=1.0, cmdline_entropy=1.2, file_writes=0.4, edr_score=0.9),
+        _shift(file_writes=1.3, priv_change=0.8, edr_score=0.8),
+        _shift(priv_change=1.5, proc_rarity=0.5, auth_events=0.4, edr_score=0.9),
+        _shift(auth_events=1.3, remote_conns=1.1, edr_score=0.8),
+        _shift(bytes_out=1.6, remote_conns=0.7, edr_score=0.8),
+    ],
+    np.float32,
+)
+# Extra shift of a foothold event: a campaign's first event on a host (times foothold_signal).
+FOOTHOLD_SHIFT = np.array(_shift(proc_rarity=1.0, edr_score=1.0), np.float32)
+
+
+def _check_number(name: str, v: object, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """Return ``v`` as float if it is a finite number in [lo, hi] ((lo, hi] if lo_open)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: expected a number, got {v!r}")
+    x = float(v)
+    if not math.isfinite(x) or x > hi or x < lo or (lo_open and x == lo):
+        side = "(" if lo_open else "["
+        raise ValueError(f"{name}: must lie in {side}{lo}, {hi}], got {v!r}")
+    return x
+
+
+def _check_int(name: str, v: object, lo: int) -> int:
+    """Return ``v`` if it is an integer >= lo."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Scenario of the synthetic APT source; every field is validated."""
+
+    n_hosts: int = 8
+    threat_rate: float = 0.09  # target fraction of malicious events until breach (no containment)
+    stage_events: tuple[int, int] = (1, 3)  # events per kill-chain stage burst, inclusive range
+    event_spacing: float = 1.3  # mean slots between events of one stage burst (geometric, >= 1)
+    stage_gap: float = 2.0  # mean slots from one stage's last event to the next stage (>= 1)
+    start_jitter: float = 0.4  # lead-in before a campaign ~ U[1 - j, 1 + j] * its mean
+    max_campaigns: int = 4  # campaigns per episode, one after another
+    p_contain_block: float = 0.6  # P(a BLOCK on a campaign event contains the campaign)
+    p_contain_quarantine: float = 0.9  # P(a QUARANTINE on a campaign event contains it)
+    signal: float = 2.0  # scale of the malicious feature shifts (difficulty knob)
+    foothold_signal: float = 3.0  # scale of the extra shift of a campaign's first event on a host
+    idle_factor: float = 0.15  # benign activity of a host while a campaign works on it (relative)
+    context: ContextConfig = field(default_factory=ContextConfig)
+
+    def __post_init__(self) -> None:
+        """Validate every field; the first bad one raises a ValueError naming it."""
+        _check_int("n_hosts", self.n_hosts, 2)
+        _check_number("threat_rate", self.threat_rate, 0.0, 1.0, lo_open=True)
+        se = self.stage_events
+        if (
+            not isinstance(se, (tuple, list))
+            or len(se) != 2
+            or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in se)
+            or not 1 <= se[0] <= se[1]
+        ):
+            raise ValueError(
+                f"stage_events: expected (lo, hi) integers with 1 <= lo <= hi, got {se!r}"
+            )
+        object.__setattr__(self, "stage_events", (int(se[0]), int(se[1])))
+        _check_number("event_spacing", self.event_spacing, 1.0, 1e6)
+        _check_number("stage_gap", self.stage_gap, 1.0, 1e6)
+        _check_number("start_jitter", self.start_jitter, 0.0, 1.0)
+        _check_int("max_campaigns", self.max_campaigns, 1)
+        pb = _check_number("p_contain_block", self.p_contain_block, 0.0, 1.0)
+        pq = _check_number("p_contain_quarantine", self.p_contain_quarantine, 0.0, 1.0)
+        if pq < pb:
+            raise ValueError(f"p_contain_quarantine: must be >= p_contain_block ({pb}), got {pq}")
+        _check_number("signal", self.signal, 0.0, 100.0)
+        _check_number("foothold_signal", self.foothold_signal, 0.0, 100.0)
+        _check_number("idle_factor", self.idle_factor, 0.0, 1.0)
+        if not isinstance(self.context, ContextConfig):
+            raise ValueError(f"context: expected a ContextConfig, got {self.context!r}")
+        if self.mean_lead_in() < 0.0:
+            raise ValueError(
+                f"threat_rate: {self.threat_rate} is above what these campaigns can reach "
+                f"(about {self.max_threat_rate():.3f}); raise event density or lower threat_rate"
+            )
+
+    def events_to_breach(self) -> float:
+        """Expected malicious events of a campaign up to its first exfiltration event."""
+        lo, hi = self.stage_events
+        return (N_STAGES - 1) * (lo + hi) / 2.0 + 1.0
+
+    def slots_to_breach(self) -> float:
+        """Expected slots from a campaign's first event to its first exfiltration event."""
+        lo, hi = self.stage_events
+        return (N_STAGES - 1) * (((lo + hi) / 2.0 - 1.0) * self.event_spacing + self.stage_gap)
+
+    def max_threat_rate(self) -> float:
+        """The malicious fraction with no benign lead-in at all."""
+        return self.events_to_breach() / (self.slots_to_breach() + 1.0)
+
+    def mean_lead_in(self) -> float:
+        """Mean benign slots before a campaign so that the threat rate hits ``threat_rate``."""
+        return self.events_to_breach() / self.threat_rate - self.slots_to_breach() - 1.0
+
+
+_OUTCOMES = {
+    (c, b, e): Outcome(contained=c, breached=b, exhausted=e)
+    for c in (False, True)
+    for b in (False, True)
+    for e in (False, True)
+}
+
+
+class SyntheticEpisode:
+    """One synthetic episode: pre-drawn timeline, online context, reactive to containment."""
+
+    __slots__ = (
+        "horizon",
+        "_feat",
+        "_bfeat",
+        "_ctx",
+        "_host",
+        "_bhost",
+        "_label",
+        "_camp",
+        "_stage",
+        "_score",
+        "_u",
+        "_p",
+        "_slots",
+        "_contained",
+        "_tracker",
+        "_t",
+        "_event",
+        "_done",
+    )
+
+    def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator, horizon: int) -> None:
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon: must be a positive integer, got {horizon!r}")
+        H = int(horizon)
+        n_hosts = cfg.n_hosts
+        self.horizon = H
+        nf = len(FEATURE_NAMES)
+        kind = rng.choice(len(BENIGN_KINDS), size=H, p=(0.64, 0.12, 0.12, 0.12))
+        bfeat = rng.standard_normal((H, nf), dtype=np.float32)
+        bfeat += BENIGN_SHIFTS[kind]
+        bhost = rng.integers(0, n_hosts, H)
+        u = rng.random(H)
+
+        # Campaign schedule: one after another, each walking the whole kill chain.
+        camp_slots: list[np.ndarray] = []
+        camp_stage: list[np.ndarray] = []
+        camp_host: list[np.ndarray] = []
+        lo, hi = cfg.stage_events
+        lead = cfg.mean_lead_in()
+        start = 0.0
+        for _ in range(cfg.max_campaigns):
+            start += lead * rng.uniform(1.0 - cfg.start_jitter, 1.0 + cfg.start_jitter)
+            n_k = rng.integers(lo, hi + 1, N_STAGES)
+            stage = np.repeat(np.arange(N_STAGES), n_k)
+            incr = rng.geometric(1.0 / cfg.event_spacing, stage.size)
+            first = np.concatenate(([0], np.cumsum(n_k)[:-1]))
+            incr[first] = rng.geometric(1.0 / cfg.stage_gap, N_STAGES)
+            incr[0] = 0
+            slots = int(round(start)) + np.cumsum(incr)
+            h0 = int(rng.integers(0, n_hosts))
+            h1 = (h0 + 1 + int(rng.integers(0, n_hosts - 1))) % n_hosts
+            hosts = np.where(stage < LATERAL, h0, h1)
+            keep = slots < H
+            if not keep.any():
+                break
+            camp_slots.append(slots[keep])
+            camp_stage.append(stage[keep])
+            camp_host.append(hosts[keep])
+            start = float(slots[-1]) + 1.0
+
+        # The attacker works while its host is idle: thin that host's benign activity
+        # over the campaign's span on it (moved to another host, so totals are unchanged).
+        for slots, hosts in zip(camp_slots, camp_host, strict=True):
+            for h in np.unique(hosts):
+                on = slots[hosts == h]
+                span = np.arange(on[0], on[-1] + 1)
+                move = span[(bhost[span] == h) & (rng.random(span.size) >= cfg.idle_factor)]
+                bhost[move] = (h + 1 + rng.integers(0, n_hosts - 1, move.size)) % n_hosts
+
+        feat = bfeat.copy()
+        host = bhost.copy()
+        label = np.zeros(H, np.int64)
+        camp = np.full(H, -1, np.int64)
+        stage_arr = np.full(H, -1, np.int64)
+        for c, (slots, stages, hosts) in enumerate(
+            zip(camp_slots, camp_stage, camp_host, strict=True)
+        ):
+            mal = rng.standard_normal((slots.size, nf), dtype=np.float32)
+            mal += np.float32(cfg.signal) * STAGE_SHIFTS[stages]
+            foothold = np.flatnonzero(np.diff(hosts, prepend=-1) != 0)
+            mal[foothold] += np.float32(cfg.foothold_signal) * FOOTHOLD_SHIFT
+            feat[slots] = mal
+            host[slots] = hosts
+            label[slots] = 1
+            camp[slots] = c
+            stage_arr[slots] = stages
+
+        self._feat = feat
+        self._bfeat = bfeat
+        self._ctx = np.zeros((H, len(CONTEXT_NAMES)), np.float32)
+        self._host = host.tolist()
+        self._bhost = bhost
+        self._label = label.tolist()
+        self._camp = camp.tolist()
+        self._stage = stage_arr.tolist()
+        self._score = feat[:, SCORE_FEATURE].tolist()
+        self._u = u.tolist()
+        self._p = (0.0, 0.0, cfg.p_contain_block, cfg.p_contain_quarantine)
+        self._slots = camp_slots
+        self._contained = [False] * len(camp_slots)
+        self._tracker = HostContextTracker(n_hosts, cfg.context)
+        self._t = 0
+        self._done = False
+        self._event = self._build(0)
+
+    def _build(self, t: int) -> Event:
+        """Compute the context of slot t and wrap the slot as an Event."""
+        ctx = self._ctx[t]
+        host = self._host[t]
+        self._tracker.step(host, t, self._score[t], ctx)
+        return Event(self._feat[t], ctx, self._label[t], host, self._camp[t], self._stage[t])
+
+    def current(self) -> Event:
+        """The event awaiting a decision."""
+        if self._done:
+            raise RuntimeError("episode is over: no current event")
+        return self._event
+
+    def respond(self, decision: int) -> Outcome:
+        """Apply the committed decision to the current event and advance one slot."""
+        if self._done:
+            raise RuntimeError("episode is over: respond() after breach or exhaustion")
+        if not 0 <= decision <= 3:
+            raise ValueError(f"decision: expected an action in 0..3, got {decision!r}")
+        t = self._t
+        c = self._camp[t]
+        contained = breached = False
+        if c >= 0:
+            if self._u[t] < self._p[decision]:
+                contained = True
+                self._contain(c, t)
+            elif self._stage[t] == EXFIL:
+                breached = True
+        t += 1
+        self._t = t
+        exhausted = t >= self.horizon
+        if breached or exhausted:
+            self._done = True
+            self._event = None
+        else:
+            self._event = self._build(t)
+        return _OUTCOMES[contained, breached, exhausted]
+
+    def _contain(self, c: int, t: int) -> None:
+        """Turn campaign c's slots after t into their benign alternates."""
+        self._contained[c] = True
+        later = self._slots[c]
+        later = later[later > t]
+        if later.size == 0:
+            return
+        self._feat[later] = self._bfeat[later]
+        bh = self._bhost[later].tolist()
+        sc = self._bfeat[later, SCORE_FEATURE].tolist()
+        for s, h, v in zip(later.tolist(), bh, sc, strict=True):
+            self._host[s] = h
+            self._label[s] = 0
+            self._camp[s] = -1
+            self._stage[s] = -1
+            self._score[s] = v
+
+    @property
+    def t(self) -> int:
+        """Index of the current slot."""
+        return self._t
+
+    @property
+    def n_campaigns(self) -> int:
+        """Campaigns scheduled (at least partly) inside the horizon."""
+        return len(self._slots)
+
+    @property
+    def contained(self) -> tuple[bool, ...]:
+        """Per scheduled campaign, whether it has been contained."""
+        return tuple(self._contained)
+
+
+class SyntheticAPTSource:
+    """Synthetic APT event source (``EventSource``) with kill-chain campaigns."""
+
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    context_names: tuple[str, ...] = CONTEXT_NAMES
+
+    def __init__(self, config: SyntheticConfig | None = None) -> None:
+        self.config = config if config is not None else SyntheticConfig()
+        if not isinstance(self.config, SyntheticConfig):
+            raise ValueError(f"config: expected a SyntheticConfig, got {config!r}")
+        self.n_hosts = self.config.n_hosts
+
+    def episode(self, rng: np.random.Generator, horizon: int) -> SyntheticEpisode:
+        """Start an episode of at most ``horizon`` events, fully determined by ``rng``."""
+        return SyntheticEpisode(self.config, rng, horizon)

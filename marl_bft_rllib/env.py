@@ -1,0 +1,324 @@
+"""The BFT security environment: replicated detectors voting through PBFT consensus."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action
+from marl_bft_rllib.bft import PBFTConsensus
+from marl_bft_rllib.env_config import EnvConfig
+from marl_bft_rllib.events import ReplicaSensors, make_source
+from marl_bft_rllib.metrics import (
+    add_counts,
+    detection_report,
+    stl_report,
+)
+from marl_bft_rllib.stl.shaping import STLShaper
+
+_SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
+
+
+def outcome_reward(table: Mapping[str, float], label: int, action: int) -> float:
+    """Reward-table value of responding with ``action`` to an event with ``label``."""
+    restrictive = action >= Action.BLOCK
+    if label:
+        r = table["tp"] if restrictive else table["fn"]
+    else:
+        r = table["fp"] if restrictive else table["tn"]
+    return r + table["restrictive_cost"] if restrictive else r
+
+
+def confusion_key(label: int, action: int) -> str:
+    """Which confusion cell (tp / tn / fp / fn) a decision on a labelled event falls in."""
+    restrictive = action >= Action.BLOCK
+    if label:
+        return "tp" if restrictive else "fn"
+    return "fp" if restrictive else "tn"
+
+
+class BFTSecurityEnv(ParallelEnv):
+    """Replicated intrusion detectors whose responses are decided by PBFT consensus.
+
+    ## Description
+    Each step a security event arrives (a synthetic APT campaign walking the kill chain
+    over benign background traffic, or a row of a labelled event table). Every replica
+    sees it through its own noisy sensor and votes a response. The votes go through one
+    PBFT consensus instance (vote certificate, pre-prepare, prepare, commit); the
+    committed decision, a Byzantine-robust aggregate of the certified votes, is applied.
+    A restrictive decision on a campaign's event may contain the campaign; a campaign
+    that reaches exfiltration uncontained is a breach. Byzantine replicas, sampled per
+    episode, are scripted by the adversary and are not agents.
+
+    ## Action Space
+    ``Discrete(4)`` per agent: 0 Allow, 1 Alert, 2 Block, 3 Quarantine (severity order).
+    Block and Quarantine are restrictive and count as detecting a threat.
+
+    ## Observation Space
+    ``Box(-inf, inf, (obs_dim,), float32)``, roughly unit scale, laid out as
+    ``[noisy event features (F) | host context (C) | own last votes (history) |
+    last committed decisions (history) | is primary, steps since view change |
+    peers' last revealed votes (n) | convicted peers (n)]``. Votes and decisions are
+    severity / 3, with -1 for "none yet / not revealed". ``observation_layout()`` names
+    every slice.
+
+    ## Rewards
+    Per honest replica and step: the reward table applied to the committed decision
+    (team part), plus ``vote_weight`` times the table applied to the replica's own vote,
+    plus ``stl_weight`` times the STL shaping reward. Default table: TP +10, TN +1,
+    FP -8, FN -10, and -1.5 per restrictive decision. A breach adds ``-breach_penalty``.
+
+    ## Starting State
+    ``reset(seed)`` seeds everything of the episode: the event stream, which replicas
+    are Byzantine and how they behave, the sensors and message drops.
+
+    ## Episode End
+    ``terminated`` on a breach; ``truncated`` at ``horizon`` steps (or at the end of a
+    table window). All agents end together; ``agents`` is then empty.
+
+    ## Arguments
+    ``config``: an ``EnvConfig`` or a plain dict of its fields (RLlib's ``env_config``).
+    ``render_mode``: ``None`` or ``"ansi"`` (one readable line per step).
+    """
+
+    metadata = {"name": "marl_bft_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(
+        self, config: EnvConfig | Mapping[str, Any] | None = None, render_mode: str | None = None
+    ) -> None:
+        """Build the env from a validated config."""
+        self.config = EnvConfig.from_any(config)
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode: expected None or 'ansi', got {render_mode!r}")
+        self.render_mode = render_mode
+        cfg = self.config
+        self.n = cfg.n_replicas
+        self.possible_agents = [f"replica_{i}" for i in range(self.n)]
+        self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
+        self.agents: list[str] = []
+
+        if cfg.source == "synthetic":
+            self._source = make_source(
+                "synthetic", n_hosts=cfg.n_hosts, threat_rate=cfg.threat_rate
+            )
+        else:
+            self._source = make_source(cfg.source, split=cfg.split, episode_length=cfg.horizon)
+        self.n_features = len(self._source.feature_names)
+        self.n_context = len(self._source.context_names)
+        self.n_hosts = self._source.n_hosts
+        self._consensus = PBFTConsensus(cfg.bft)
+        self._shaper = STLShaper(
+            cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
+        )
+        self._layout = self._build_layout()
+        self.obs_dim = self._layout["convicted"].stop
+        self._obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        self._act_space = spaces.Discrete(N_ACTIONS)
+        self._seed_seq = np.random.SeedSequence(cfg.seed)
+        self._episode = None
+        self._render_lines: list[str] = []
+
+    # -- spaces -------------------------------------------------------------------------
+    def observation_space(self, agent: str) -> spaces.Box:
+        """The shared observation space of every replica (the same object every call)."""
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        """Discrete(4): Allow, Alert, Block, Quarantine."""
+        return self._act_space
+
+    def observation_layout(self) -> dict[str, slice]:
+        """Name of every slice of the observation vector."""
+        return dict(self._layout)
+
+    def _build_layout(self) -> dict[str, slice]:
+        sizes = {
+            "features": self.n_features,
+            "context": self.n_context,
+            "own_votes": self.config.history,
+            "decisions": self.config.history,
+            "protocol": 2,
+            "peer_votes": self.n,
+            "convicted": self.n,
+        }
+        layout, start = {}, 0
+        for name, size in sizes.items():
+            layout[name] = slice(start, start + size)
+            start += size
+        return layout
+
+    # -- episode ------------------------------------------------------------------------
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """Start an episode; ``seed`` fixes everything in it."""
+        if seed is not None:
+            self._seed_seq = np.random.SeedSequence(seed)
+        ev_seq, bft_seq, sensor_seq, self._seed_seq = self._seed_seq.spawn(4)
+        cfg = self.config
+        self._consensus.reset(np.random.default_rng(bft_seq), byzantine=cfg.byzantine_replicas)
+        self._events = self._source.episode(np.random.default_rng(ev_seq), cfg.horizon)
+        self._sensors = ReplicaSensors(self.n, cfg.sensor_noise, np.random.default_rng(sensor_seq))
+        self._shaper.reset()
+        self.honest = np.array(self._consensus.honest, dtype=np.int64)
+        self.agents = [self.possible_agents[i] for i in self.honest]
+        self.t = 0
+        self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)
+        self._decisions = np.full(cfg.history, -1.0, np.float32)
+        self._peer_votes = np.full(self.n, -1.0, np.float32)
+        self._last_view_change = 0
+        self._fp_hist = np.zeros((cfg.fp_window, 2), np.int64)  # (false positive, benign)
+        self._quarantine_until = np.zeros(self.n_hosts, np.int64)
+        self._counts = {"tp": 0, "tn": 0, "fp": 0, "fn": 0}
+        self._breached = False
+        self._render_lines = []
+        self._event = self._events.current()
+        obs = self._observe()
+        infos = {a: {"label": int(self._event.label)} for a in self.agents}
+        return obs, infos
+
+    def step(self, actions: Mapping[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        """Vote, reach consensus on the current event, apply the decision, advance."""
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        cfg = self.config
+        votes = np.full(self.n, int(Action.ALLOW), np.int64)
+        for agent in self.agents:
+            if agent not in actions:
+                raise ValueError(f"actions: no action for live agent {agent!r}")
+            a = actions[agent]
+            if not 0 <= a < N_ACTIONS:
+                raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
+            votes[self.agent_index[agent]] = a
+        event = self._event
+        label = int(event.label)
+        result = self._consensus.decide(votes)
+        decision = int(result.decision)
+        restrictive = decision >= Action.BLOCK
+
+        # Team reward and each replica's own-vote reward.
+        table = cfg.reward_table
+        team = outcome_reward(table, label, decision)
+        self._counts[confusion_key(label, decision)] += 1
+        own = {
+            a: outcome_reward(table, label, int(votes[self.agent_index[a]])) for a in self.agents
+        }
+
+        # Apply the decision to the world.
+        outcome = self._events.respond(decision)
+        if decision == Action.QUARANTINE:
+            self._quarantine_until[event.host] = self.t + 1 + cfg.quarantine_steps
+        self.t += 1
+        last = outcome.breached or outcome.exhausted or self.t >= cfg.horizon
+
+        # STL signals and shaping.
+        signals = self._signals(label, restrictive, result)
+        shaping = cfg.stl_weight * self._shaper.step(signals, last=last)
+        penalty = -cfg.breach_penalty if outcome.breached else 0.0
+        rewards = {
+            a: float(team + cfg.vote_weight * own[a] + shaping + penalty) for a in self.agents
+        }
+
+        # History for the next observation.
+        self._own_votes[:, 1:] = self._own_votes[:, :-1]
+        self._own_votes[:, 0] = votes * _SEVERITY
+        self._decisions[1:] = self._decisions[:-1]
+        self._decisions[0] = decision * _SEVERITY
+        revealed = result.revealed_votes
+        self._peer_votes = np.where(revealed >= 0, revealed * _SEVERITY, -1.0).astype(np.float32)
+        if result.view_changes:
+            self._last_view_change = self.t
+
+        terminated = bool(outcome.breached)
+        truncated = not terminated and last
+        self._breached = terminated
+        step_info = {
+            "label": label,
+            "decision": decision,
+            "committed": bool(result.committed),
+            "view": int(result.view),
+        }
+        if self.render_mode == "ansi":
+            self._render_lines.append(self._render_line(event, votes, result, rewards))
+        if last:
+            step_info["episode_metrics"] = self.episode_metrics()
+        infos = {a: dict(step_info) for a in self.agents}
+        terms = dict.fromkeys(self.agents, terminated)
+        truncs = dict.fromkeys(self.agents, truncated)
+        if not last:
+            self._event = self._events.current()
+        obs = self._observe()
+        if last:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    # -- pieces -------------------------------------------------------------------------
+    def _observe(self) -> dict[str, np.ndarray]:
+        """Every honest replica's observation of the current event and protocol state."""
+        lay = self._layout
+        obs = np.empty((self.n, self.obs_dim), np.float32)
+        obs[:, lay["features"]] = self._sensors.observe(self._event.features)
+        obs[:, lay["context"]] = self._event.context
+        obs[:, lay["own_votes"]] = self._own_votes
+        obs[:, lay["decisions"]] = self._decisions
+        primary = self._consensus.primary
+        proto = lay["protocol"].start
+        obs[:, proto] = 0.0
+        obs[primary, proto] = 1.0
+        obs[:, proto + 1] = min(1.0, (self.t - self._last_view_change) / self.config.horizon)
+        obs[:, lay["peer_votes"]] = self._peer_votes
+        obs[:, lay["convicted"]] = self._consensus.convicted
+        return {self.possible_agents[i]: obs[i] for i in self.honest}
+
+    def _signals(self, label: int, restrictive: bool, result: Any) -> dict[str, float]:
+        """The per-step STL signals named in the design."""
+        hist = self._fp_hist
+        hist[self.t % len(hist)] = (int(restrictive and not label), int(not label))
+        benign = hist[:, 1].sum()
+        honest_commits = result.honest_commits[self.honest]
+        agreement = float(np.count_nonzero(honest_commits == result.decision)) / len(self.honest)
+        return {
+            "threat": float(label),
+            "restrictive": float(restrictive),
+            "decided": float(result.committed),
+            "agreement": agreement,
+            "fp_window": float(hist[:, 0].sum() / benign) if benign else 0.0,
+            "quarantined": float(np.count_nonzero(self._quarantine_until > self.t)) / self.n_hosts,
+        }
+
+    def episode_metrics(self) -> dict[str, float]:
+        """Confusion counts, F1, STL robustness per spec and BFT statistics so far."""
+        out = detection_report(self._counts)
+        out.update(stl_report(self._shaper.episode_robustness()))
+        out.update({k: float(v) for k, v in self._consensus.stats().items()})
+        out["breached"] = float(self._breached)
+        out["length"] = float(self.t)
+        return out
+
+    def confusion_counts(self) -> dict[str, int]:
+        """TP / TN / FP / FN of the committed decisions in this episode so far."""
+        return add_counts(self._counts, {})
+
+    def _render_line(self, event: Any, votes: np.ndarray, result: Any, rewards: dict) -> str:
+        names = "".join(ACTION_NAMES[int(v)][0].upper() for v in votes)
+        mark = "MAL" if event.label else "ben"
+        status = "commit" if result.committed else "UNDECIDED"
+        r = next(iter(rewards.values())) if rewards else 0.0
+        return (
+            f"t={self.t:4d} host={event.host:2d} {mark} votes={names} "
+            f"-> {ACTION_NAMES[int(result.decision)]:<10s} {status:<9s} view={result.view} "
+            f"primary={result.primary} reward={r:+.2f}"
+        )
+
+    def render(self) -> str | None:
+        """The last step as one readable line (``render_mode="ansi"``)."""
+        if self.render_mode != "ansi":
+            return None
+        return self._render_lines[-1] if self._render_lines else "t=   0 (reset)"
+
+    def close(self) -> None:
+        """Nothing to release."""

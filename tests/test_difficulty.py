@@ -2,8 +2,11 @@
 
 A per-event detector on the clean current-event features must stay at F1 <= 0.75 on
 held-out episodes, while a logistic regression that also sees the host context must
-reach F1 >= 0.9. Data: 300 episodes under a never-containing (ALLOW) policy, so every
-campaign runs until its breach; detectors are fit on 200 episodes and scored on 100.
+reach F1 >= 0.9. Open-loop data: 300 episodes under a never-containing (ALLOW) policy,
+so every campaign runs until its breach; detectors are fit on 200 episodes and scored
+on 100. Closed-loop: the same detectors, fit open-loop, then decide held-out episodes
+themselves (a detection answers BLOCK or QUARANTINE, which may contain the campaign and
+bring the next one), as the env's agents do; the contract must hold there too.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from marl_bft_rllib.actions import Action
 from marl_bft_rllib.events import ReplicaSensors, SyntheticAPTSource
 from marl_bft_rllib.metrics import confusion_counts, detection_scores
 
 N_EPISODES, N_TRAIN, HORIZON = 300, 200, 200
+N_CLOSED, NOISE = 100, 0.5  # closed-loop held-out episodes; the env's default sensor noise
 
 
 def f1(labels: np.ndarray, detected: np.ndarray) -> float:
@@ -90,7 +95,7 @@ def test_positives_are_a_minority_in_both_halves(data):
 def test_current_event_features_alone_stay_hard(data):
     x, _, y, eps = data
     score = held_out_f1(x, y, eps)
-    assert 0.4 < score <= 0.75, score  # measured ~0.64: learnable but far from solved
+    assert 0.4 < score <= 0.75, score  # measured 0.634: learnable but far from solved
     tr, te = eps < N_TRAIN, eps >= N_TRAIN
     for j in range(x.shape[1]):  # no single feature threshold does better
         thr = best_threshold(x[tr, j], y[tr])
@@ -100,17 +105,70 @@ def test_current_event_features_alone_stay_hard(data):
 def test_features_plus_context_reach_high_f1(data):
     x, c, y, eps = data
     score = held_out_f1(np.hstack([x, c]), y, eps)
-    assert score >= 0.9, score  # measured ~0.95
+    assert score >= 0.9, score  # measured 0.973
 
 
 def test_one_noisy_replica_plus_context_still_reaches_high_f1(data):
     x, c, y, eps = data
-    noisy = ReplicaSensors(1, 0.5, np.random.default_rng(0))
+    noisy = ReplicaSensors(1, NOISE, np.random.default_rng(0))
     xn = np.stack([noisy.observe(f.astype(np.float32))[0] for f in x])
     score = held_out_f1(np.hstack([xn, c]), y, eps)
-    assert score >= 0.9, score  # measured ~0.94 at the env's default sensor noise 0.5
+    assert score >= 0.9, score  # measured 0.966 at the env's default sensor noise 0.5
 
 
 def test_context_is_what_makes_the_difference(data):
     x, c, y, eps = data
     assert held_out_f1(np.hstack([x, c]), y, eps) - held_out_f1(x, y, eps) >= 0.15
+
+
+def fit_on_train(x: np.ndarray, y: np.ndarray, eps: np.ndarray):
+    """Fit the logistic regression and its best-F1 threshold on the training episodes."""
+    tr = eps < N_TRAIN
+    model = fit_logistic(x[tr], y[tr])
+    return model, best_threshold(model(x[tr]), y[tr])
+
+
+def closed_loop(model, thr: float, action: int, *, context: bool, noisy: bool):
+    """Let the detector decide held-out episodes: pooled F1 and the number of breaches.
+
+    With ``noisy``, three replicas see the event through independent sensors and the
+    median of their scores decides (a stand-in for the BFT vote); otherwise the clean
+    features are scored once. A detection answers ``action``, anything else ALLOW.
+    """
+    src = SyntheticAPTSource()
+    labels, detected, breaches = [], [], 0
+    for seed in range(10_000, 10_000 + N_CLOSED):
+        ep = src.episode(np.random.default_rng(seed), HORIZON)
+        sensors = ReplicaSensors(3, NOISE, np.random.default_rng(seed + 1))
+        while True:
+            ev = ep.current()
+            obs = sensors.observe(ev.features) if noisy else ev.features[None]
+            if context:
+                obs = np.hstack([obs, np.broadcast_to(ev.context, (len(obs), ev.context.size))])
+            hit = bool(np.median(model(obs.astype(np.float64))) >= thr)
+            labels.append(ev.label)
+            detected.append(hit)
+            out = ep.respond(action if hit else int(Action.ALLOW))
+            breaches += out.breached
+            if out.breached or out.exhausted:
+                break
+    return f1(np.array(labels), np.array(detected)), breaches
+
+
+@pytest.mark.parametrize("action", [Action.BLOCK, Action.QUARANTINE])
+def test_context_detector_in_the_loop_reaches_high_f1(data, action):
+    x, c, y, eps = data
+    noisy = ReplicaSensors(1, NOISE, np.random.default_rng(0))
+    xn = np.stack([noisy.observe(f.astype(np.float32))[0] for f in x])
+    model, thr = fit_on_train(np.hstack([xn, c]), y, eps)
+    score, breaches = closed_loop(model, thr, int(action), context=True, noisy=True)
+    assert score >= 0.9, score  # measured 0.977 (BLOCK), 0.971 (QUARANTINE)
+    assert breaches <= 5, breaches  # measured 2 (BLOCK), 0 (QUARANTINE) of 100 episodes
+
+
+@pytest.mark.parametrize("action", [Action.BLOCK, Action.QUARANTINE])
+def test_clean_feature_detector_in_the_loop_stays_weak(data, action):
+    x, _, y, eps = data
+    model, thr = fit_on_train(x, y, eps)
+    score, _ = closed_loop(model, thr, int(action), context=False, noisy=False)
+    assert score <= 0.75, score  # measured 0.675 (BLOCK), 0.631 (QUARANTINE): footholds only

@@ -100,8 +100,9 @@ def test_campaign_walks_kill_chain_in_order_and_moves_laterally():
 def test_always_allow_breaches_and_terminates():
     src = SyntheticAPTSource()
     for seed in range(20):
-        events, outcomes, ep = run(src, seed)
+        events, outcomes, ep = run(src, seed, horizon=400)  # room for the longest lead-in
         assert outcomes[-1].breached, seed
+        assert ep.n_campaigns == 1 and ep.contained == (False,)
         assert not any(o.breached for o in outcomes[:-1])
         assert not any(o.contained for o in outcomes)
         with pytest.raises(RuntimeError):
@@ -148,6 +149,56 @@ def test_quarantine_contains_more_often_than_block():
     assert 0.8 <= qa <= 0.97 and 0.28 <= bl <= 0.52
 
 
+def test_containment_launches_the_next_campaign_after_the_relaunch_gap():
+    cfg = SyntheticConfig(p_contain_quarantine=1.0, relaunch_gap=10.0, start_jitter=0.0)
+    events, outcomes, ep = run(SyntheticAPTSource(cfg), 2, horizon=400, policy=quarantine_mal)
+    contained_at = [i for i, o in enumerate(outcomes) if o.contained]
+    assert ep.n_campaigns >= 3 and all(ep.contained[: len(contained_at)])
+    assert len(contained_at) >= ep.n_campaigns - 1
+    for k, t in enumerate(contained_at[: ep.n_campaigns - 1]):
+        first_next = next(i for i, e in enumerate(events) if e.campaign == k + 1)
+        assert first_next == t + 10  # no jitter: exactly relaunch_gap slots later
+        assert events[first_next].stage == 0
+    assert not any(o.breached for o in outcomes)
+
+
+def quarantine_mal(ev, r):
+    """Oracle policy: quarantine exactly the malicious events."""
+    return int(Action.QUARANTINE) if ev.label else int(Action.ALLOW)
+
+
+def test_footholds_are_conspicuous_for_every_campaign():
+    src = SyntheticAPTSource()  # default containment odds: campaigns outlive some detections
+    first, rest = [], []
+    for seed in range(40):
+        events, _, _ = run(src, seed, policy=quarantine_mal)
+        seen = set()
+        for e in events:
+            if e.label:
+                (rest if e.campaign in seen else first).append(e.features)
+                seen.add(e.campaign)
+    score = FEATURE_NAMES.index("edr_score")
+    assert len(first) > 80  # many campaigns per episode once they are contained
+    assert np.mean(first, 0)[score] > np.mean(rest, 0)[score] + 3.0
+
+
+@pytest.mark.parametrize("reimage", [True, False])
+def test_containment_reimages_the_campaign_host(reimage):
+    cfg = SyntheticConfig(p_contain_quarantine=1.0, reimage=reimage)
+    hits = 0
+    for seed in range(10):
+        events, outcomes, _ = run(SyntheticAPTSource(cfg), seed, policy=quarantine_mal)
+        for i, o in enumerate(outcomes):
+            if o.contained:
+                h = events[i].host
+                nxt = next((e for e in events[i + 1 :] if e.host == h), None)
+                if nxt is not None:
+                    hits += 1
+                    fresh = nxt.context[0] == 0.0 and nxt.context[1] == 0.0
+                    assert fresh == reimage
+    assert hits > 5
+
+
 def test_restrictive_on_benign_changes_nothing():
     src = SyntheticAPTSource()
     a, _, _ = run(src, 9, policy=lambda ev, r: 3 if ev.label == 0 else 0)
@@ -179,6 +230,8 @@ def test_context_is_host_history_before_the_event():
         ({"signal": -1.0}, "signal"),
         ({"max_campaigns": 0}, "max_campaigns"),
         ({"idle_factor": 2.0}, "idle_factor"),
+        ({"relaunch_gap": 0.5}, "relaunch_gap"),
+        ({"reimage": 1}, "reimage"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, field):

@@ -84,6 +84,12 @@ class HostContextTracker:
         self._net = 0.0  # network-wide decayed suspicious count at self._net_t
         self._net_t = 0.0
 
+    def forget(self, host: int) -> None:
+        """Forget one host's history (it was reimaged); the network-wide level is kept."""
+        self._last[host] = -math.inf
+        self._rate[host] = self._num[host] = self._den[host] = 0.0
+        self._susp[host] = -math.inf
+
     def step(self, host: int, t: float, score: float, out: np.ndarray) -> None:
         """Write the context of an event (host, time, score) into ``out``, then record the event."""
         c = self.config

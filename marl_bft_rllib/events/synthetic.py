@@ -2,9 +2,11 @@
 
 Each episode's whole timeline (one event per slot) is drawn vectorised when the episode
 starts; stepping only reads pre-built rows and updates the host-history tracker, so
-``current()`` + ``respond()`` cost a few microseconds. A containment rewrites the
-contained campaign's later slots to their pre-drawn benign alternates, so the stream is
-a deterministic function of the rng and the decisions. See docs/features.md.
+``current()`` + ``respond()`` cost a few microseconds. Campaigns are drawn up front too,
+but only the first is placed; a containment rewrites the contained campaign's later slots
+to their pre-drawn benign alternates, reimages its hosts (their history restarts) and
+places the next campaign ``relaunch_gap`` slots later. The stream is thus a
+deterministic function of the rng and the decisions. See docs/features.md.
 """
 
 from __future__ import annotations
@@ -97,11 +99,13 @@ class SyntheticConfig:
     event_spacing: float = 1.3  # mean slots between events of one stage burst (geometric, >= 1)
     stage_gap: float = 2.0  # mean slots from one stage's last event to the next stage (>= 1)
     start_jitter: float = 0.4  # lead-in before a campaign ~ U[1 - j, 1 + j] * its mean
-    max_campaigns: int = 4  # campaigns per episode, one after another
-    p_contain_block: float = 0.6  # P(a BLOCK on a campaign event contains the campaign)
-    p_contain_quarantine: float = 0.9  # P(a QUARANTINE on a campaign event contains it)
+    max_campaigns: int = 16  # campaigns per episode at most, one after another
+    relaunch_gap: float = 20.0  # mean slots from a containment to the next campaign's start
+    reimage: bool = True  # containment reimages the campaign's hosts: their history restarts
+    p_contain_block: float = 0.35  # P(a BLOCK on a campaign event contains the campaign)
+    p_contain_quarantine: float = 0.6  # P(a QUARANTINE on a campaign event contains it)
     signal: float = 2.0  # scale of the malicious feature shifts (difficulty knob)
-    foothold_signal: float = 3.0  # scale of the extra shift of a campaign's first event on a host
+    foothold_signal: float = 5.0  # scale of the extra shift of a campaign's first event on a host
     idle_factor: float = 0.15  # benign activity of a host while a campaign works on it (relative)
     context: ContextConfig = field(default_factory=ContextConfig)
 
@@ -124,6 +128,9 @@ class SyntheticConfig:
         _check_number("stage_gap", self.stage_gap, 1.0, 1e6)
         _check_number("start_jitter", self.start_jitter, 0.0, 1.0)
         _check_int("max_campaigns", self.max_campaigns, 1)
+        _check_number("relaunch_gap", self.relaunch_gap, 1.0, 1e6)
+        if not isinstance(self.reimage, bool):
+            raise ValueError(f"reimage: expected a bool, got {self.reimage!r}")
         pb = _check_number("p_contain_block", self.p_contain_block, 0.0, 1.0)
         pq = _check_number("p_contain_quarantine", self.p_contain_quarantine, 0.0, 1.0)
         if pq < pb:
@@ -171,6 +178,8 @@ class SyntheticEpisode:
 
     __slots__ = (
         "horizon",
+        "_n_hosts",
+        "_idle",
         "_feat",
         "_bfeat",
         "_ctx",
@@ -182,6 +191,15 @@ class SyntheticEpisode:
         "_score",
         "_u",
         "_p",
+        "_idle_u",
+        "_idle_dst",
+        "_bounds",
+        "_rel",
+        "_cstage",
+        "_chost",
+        "_mal",
+        "_relaunch",
+        "_reimage",
         "_slots",
         "_contained",
         "_tracker",
@@ -196,84 +214,103 @@ class SyntheticEpisode:
         H = int(horizon)
         n_hosts = cfg.n_hosts
         self.horizon = H
+        self._n_hosts = n_hosts
+        self._idle = cfg.idle_factor
         nf = len(FEATURE_NAMES)
         kind = rng.choice(len(BENIGN_KINDS), size=H, p=(0.64, 0.12, 0.12, 0.12))
         bfeat = rng.standard_normal((H, nf), dtype=np.float32)
         bfeat += BENIGN_SHIFTS[kind]
-        bhost = rng.integers(0, n_hosts, H)
-        u = rng.random(H)
+        self._bhost = rng.integers(0, n_hosts, H)
+        self._u = rng.random(H).tolist()
+        self._idle_u = rng.random(H)
+        self._idle_dst = rng.integers(0, n_hosts - 1, H)
 
-        # Campaign schedule: one after another, each walking the whole kill chain.
-        camp_slots: list[np.ndarray] = []
-        camp_stage: list[np.ndarray] = []
-        camp_host: list[np.ndarray] = []
+        # Every campaign the episode may see, drawn up front (relative slots, stages, hosts,
+        # features); campaign c + 1 is only launched once campaign c is contained.
+        K = cfg.max_campaigns
         lo, hi = cfg.stage_events
-        lead = cfg.mean_lead_in()
-        start = 0.0
-        for _ in range(cfg.max_campaigns):
-            start += lead * rng.uniform(1.0 - cfg.start_jitter, 1.0 + cfg.start_jitter)
-            n_k = rng.integers(lo, hi + 1, N_STAGES)
-            stage = np.repeat(np.arange(N_STAGES), n_k)
-            incr = rng.geometric(1.0 / cfg.event_spacing, stage.size)
-            first = np.concatenate(([0], np.cumsum(n_k)[:-1]))
-            incr[first] = rng.geometric(1.0 / cfg.stage_gap, N_STAGES)
-            incr[0] = 0
-            slots = int(round(start)) + np.cumsum(incr)
-            h0 = int(rng.integers(0, n_hosts))
-            h1 = (h0 + 1 + int(rng.integers(0, n_hosts - 1))) % n_hosts
-            hosts = np.where(stage < LATERAL, h0, h1)
-            keep = slots < H
-            if not keep.any():
-                break
-            camp_slots.append(slots[keep])
-            camp_stage.append(stage[keep])
-            camp_host.append(hosts[keep])
-            start = float(slots[-1]) + 1.0
+        n_k = rng.integers(lo, hi + 1, (K, N_STAGES))
+        n_c = n_k.sum(1)
+        bounds = np.concatenate(([0], np.cumsum(n_c)))
+        stage = np.repeat(np.tile(np.arange(N_STAGES), K), n_k.ravel())
+        incr = rng.geometric(1.0 / cfg.event_spacing, stage.size)
+        incr[np.concatenate(([0], np.cumsum(n_k.ravel())[:-1]))] = rng.geometric(
+            1.0 / cfg.stage_gap, K * N_STAGES
+        )
+        incr[bounds[:-1]] = 0
+        rel = np.cumsum(incr)
+        rel -= np.repeat(rel[bounds[:-1]], n_c)
+        h0 = rng.integers(0, n_hosts, K)
+        h1 = (h0 + 1 + rng.integers(0, n_hosts - 1, K)) % n_hosts
+        chost = np.where(stage < LATERAL, np.repeat(h0, n_c), np.repeat(h1, n_c))
+        mal = rng.standard_normal((stage.size, nf), dtype=np.float32)
+        mal += np.float32(cfg.signal) * STAGE_SHIFTS[stage]
+        # Footholds: each campaign's first event and its first event on the second host.
+        foothold = np.flatnonzero((np.diff(chost, prepend=-1) != 0) | (rel == 0))
+        mal[foothold] += np.float32(cfg.foothold_signal) * FOOTHOLD_SHIFT
+        j = cfg.start_jitter
+        jitter = rng.uniform(1.0 - j, 1.0 + j, K)
+        self._bounds = bounds.tolist()
+        self._rel = rel
+        self._cstage = stage
+        self._chost = chost
+        self._mal = mal
+        self._relaunch = np.maximum(1, np.rint(cfg.relaunch_gap * jitter)).astype(int).tolist()
 
-        # The attacker works while its host is idle: thin that host's benign activity
-        # over the campaign's span on it (moved to another host, so totals are unchanged).
-        for slots, hosts in zip(camp_slots, camp_host, strict=True):
-            for h in np.unique(hosts):
-                on = slots[hosts == h]
-                span = np.arange(on[0], on[-1] + 1)
-                move = span[(bhost[span] == h) & (rng.random(span.size) >= cfg.idle_factor)]
-                bhost[move] = (h + 1 + rng.integers(0, n_hosts - 1, move.size)) % n_hosts
-
-        feat = bfeat.copy()
-        host = bhost.copy()
-        label = np.zeros(H, np.int64)
-        camp = np.full(H, -1, np.int64)
-        stage_arr = np.full(H, -1, np.int64)
-        for c, (slots, stages, hosts) in enumerate(
-            zip(camp_slots, camp_stage, camp_host, strict=True)
-        ):
-            mal = rng.standard_normal((slots.size, nf), dtype=np.float32)
-            mal += np.float32(cfg.signal) * STAGE_SHIFTS[stages]
-            foothold = np.flatnonzero(np.diff(hosts, prepend=-1) != 0)
-            mal[foothold] += np.float32(cfg.foothold_signal) * FOOTHOLD_SHIFT
-            feat[slots] = mal
-            host[slots] = hosts
-            label[slots] = 1
-            camp[slots] = c
-            stage_arr[slots] = stages
-
-        self._feat = feat
+        self._feat = bfeat.copy()
         self._bfeat = bfeat
         self._ctx = np.zeros((H, len(CONTEXT_NAMES)), np.float32)
-        self._host = host.tolist()
-        self._bhost = bhost
-        self._label = label.tolist()
-        self._camp = camp.tolist()
-        self._stage = stage_arr.tolist()
-        self._score = feat[:, SCORE_FEATURE].tolist()
-        self._u = u.tolist()
+        self._host = self._bhost.tolist()
+        self._label = [0] * H
+        self._camp = [-1] * H
+        self._stage = [-1] * H
+        self._score = bfeat[:, SCORE_FEATURE].tolist()
         self._p = (0.0, 0.0, cfg.p_contain_block, cfg.p_contain_quarantine)
-        self._slots = camp_slots
-        self._contained = [False] * len(camp_slots)
+        self._reimage = cfg.reimage
+        self._slots: list[np.ndarray] = []
+        self._contained: list[bool] = []
+        self._launch(int(round(cfg.mean_lead_in() * jitter[0])))
         self._tracker = HostContextTracker(n_hosts, cfg.context)
         self._t = 0
         self._done = False
         self._event = self._build(0)
+
+    def _launch(self, start: int) -> None:
+        """Write the next pre-drawn campaign into the timeline from slot ``start`` on."""
+        c = len(self._slots)
+        if c + 1 >= len(self._bounds) or start >= self.horizon:
+            return
+        b0, b1 = self._bounds[c], self._bounds[c + 1]
+        slots = start + self._rel[b0:b1]
+        n = int(np.searchsorted(slots, self.horizon))
+        slots, b1 = slots[:n], b0 + n
+        hosts = self._chost[b0:b1]
+        # The attacker works while its host is idle: thin that host's benign activity over
+        # the campaign's span on it (moved to another host, so totals are unchanged).
+        bhost, n_hosts = self._bhost, self._n_hosts
+        for h in np.unique(hosts).tolist():
+            on = slots[hosts == h]
+            span = np.arange(on[0], on[-1] + 1)
+            move = span[(bhost[span] == h) & (self._idle_u[span] >= self._idle)]
+            bhost[move] = (h + 1 + self._idle_dst[move]) % n_hosts
+            for s, bh in zip(move.tolist(), bhost[move].tolist(), strict=True):
+                self._host[s] = bh
+        mal = self._mal[b0:b1]
+        self._feat[slots] = mal
+        for s, h, st, v in zip(
+            slots.tolist(),
+            hosts.tolist(),
+            self._cstage[b0:b1].tolist(),
+            mal[:, SCORE_FEATURE].tolist(),
+            strict=True,
+        ):
+            self._host[s] = h
+            self._label[s] = 1
+            self._camp[s] = c
+            self._stage[s] = st
+            self._score[s] = v
+        self._slots.append(slots)
+        self._contained.append(False)
 
     def _build(self, t: int) -> Event:
         """Compute the context of slot t and wrap the slot as an Event."""
@@ -314,12 +351,23 @@ class SyntheticEpisode:
         return _OUTCOMES[contained, breached, exhausted]
 
     def _contain(self, c: int, t: int) -> None:
-        """Turn campaign c's slots after t into their benign alternates."""
+        """Turn campaign c's slots after t benign and schedule the next campaign's launch."""
         self._contained[c] = True
+        if self._reimage:
+            done = self._slots[c]
+            for h in np.unique(
+                self._chost[self._bounds[c] : self._bounds[c] + done.size][done <= t]
+            ).tolist():
+                self._tracker.forget(h)
         later = self._slots[c]
         later = later[later > t]
-        if later.size == 0:
-            return
+        if later.size:
+            self._revert(later)
+        if c + 1 == len(self._slots) and c + 1 < len(self._relaunch):
+            self._launch(t + self._relaunch[c + 1])
+
+    def _revert(self, later: np.ndarray) -> None:
+        """Turn the given (campaign) slots back into their benign alternates."""
         self._feat[later] = self._bfeat[later]
         bh = self._bhost[later].tolist()
         sc = self._bfeat[later, SCORE_FEATURE].tolist()
@@ -337,12 +385,12 @@ class SyntheticEpisode:
 
     @property
     def n_campaigns(self) -> int:
-        """Campaigns scheduled (at least partly) inside the horizon."""
+        """Campaigns launched so far (at least partly inside the horizon)."""
         return len(self._slots)
 
     @property
     def contained(self) -> tuple[bool, ...]:
-        """Per scheduled campaign, whether it has been contained."""
+        """Per launched campaign, whether it has been contained."""
         return tuple(self._contained)
 
 

@@ -42,8 +42,11 @@ def add_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
 
 
 def detection_scores(counts: Mapping[str, int]) -> dict[str, float]:
-    """Precision, recall, F1 and accuracy from confusion counts (0.0 where undefined)."""
-    tp, tn, fp, fn = (int(counts.get(k, 0)) for k in CONFUSION_KEYS)
+    """Precision, recall, F1 and accuracy from confusion counts (0.0 where undefined).
+
+    Counts may be totals or per-episode means over the same episodes (the ratios agree).
+    """
+    tp, tn, fp, fn = (float(counts.get(k, 0)) for k in CONFUSION_KEYS)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

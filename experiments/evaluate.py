@@ -1,0 +1,506 @@
+"""Evaluate a trained checkpoint greedily on held-out seeds, next to the baselines.
+
+    python experiments/evaluate.py --checkpoint PATH [--episodes N]
+        [--scenario S | --table FILE] [--out DIR] [--seed-offset K]
+
+Restores the RLModule(s) from an RLlib checkpoint (no Algorithm, no Ray instance), plays
+greedy episodes on held-out seeds (or on the test split of a table), prints the confusion
+matrix, precision / recall / F1, STL satisfaction per spec and BFT statistics next to the
+baselines (always-allow, a per-event threshold detector tuned on training seeds, one
+replica deciding alone), and writes ``report.json`` plus PNG plots (learning curve from
+the Tune results, confusion matrices) to ``--out`` (default: ``<checkpoint>_eval`` next to
+the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from marl_bft_rllib.evaluation import (  # noqa: E402
+    HELD_OUT_SEED_OFFSET,
+    EvalResult,
+    evaluate_baselines,
+    greedy_policy,
+    held_out_seeds,
+    run_episodes,
+)
+from marl_bft_rllib.metrics import BFT_STAT_KEYS  # noqa: E402
+from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
+
+MODULE_SUBDIR = Path("learner_group", "learner", "rl_module")
+REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
+
+
+class EvaluationError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+# -- checkpoint ------------------------------------------------------------------------------
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint dir; a train_tune.py experiment dir resolves to its best checkpoint."""
+    path = path.expanduser().resolve()
+    summary = path / "summary.json"
+    if path.is_dir() and not (path / MODULE_SUBDIR).is_dir() and summary.is_file():
+        try:
+            best = json.loads(summary.read_text()).get("best_checkpoint")
+        except ValueError:
+            best = None
+        if not best:
+            raise EvaluationError(f"checkpoint: {summary} names no best checkpoint")
+        return Path(best)
+    return path
+
+
+def module_dir(checkpoint: Path) -> Path:
+    """The MultiRLModule directory inside an algorithm checkpoint (or the path itself)."""
+    if not checkpoint.exists():
+        raise EvaluationError(f"checkpoint: {checkpoint} does not exist")
+    if not checkpoint.is_dir():
+        raise EvaluationError(f"checkpoint: {checkpoint} is not a directory")
+    for candidate in (checkpoint / MODULE_SUBDIR, checkpoint):
+        if (candidate / "class_and_ctor_args.pkl").is_file() and any(
+            (sub / "module_state.pkl").exists() or (sub / "module_state").exists()
+            for sub in candidate.iterdir()
+            if sub.is_dir()
+        ):
+            return candidate
+    raise EvaluationError(
+        f"checkpoint: no RLModule under {checkpoint} (expected an RLlib algorithm checkpoint "
+        f"with {MODULE_SUBDIR}/<module_id>/)"
+    )
+
+
+def load_modules(checkpoint: Path) -> dict[str, Any]:
+    """Restore every RLModule of a checkpoint, keyed by module id (no Ray instance needed)."""
+    path = module_dir(checkpoint)
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+
+    logging.getLogger("ray").setLevel(logging.ERROR)  # after import: Ray sets its own level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            multi = MultiRLModule.from_checkpoint(str(path))
+    except Exception as e:  # any unpickling / shape / file error means a bad checkpoint
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EvaluationError(
+            f"checkpoint: cannot restore RLModule(s) from {path}: {type(e).__name__}: {msg}"
+        ) from None
+    modules = {mid: multi[mid] for mid in multi.keys()}
+    if not modules:
+        raise EvaluationError(f"checkpoint: {path} holds no RLModule")
+    return modules
+
+
+def logits_fn(module: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Action logits of a torch RLModule for a batch of observations (inference pass)."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    # One small batch per env step: extra threads only add overhead (30x slower on 2 cores).
+    torch.set_num_threads(1)
+    module.eval()
+
+    def logits(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module.forward_inference({Columns.OBS: torch.from_numpy(batch)})
+        return out[Columns.ACTION_DIST_INPUTS].numpy()
+
+    return logits
+
+
+def module_mapping(module_ids: Sequence[str], agents: Sequence[str]) -> Callable[[str], str]:
+    """Which module acts for which replica: its own module if present, else the only one."""
+    if set(agents) <= set(module_ids):
+        return lambda agent: agent
+    if len(module_ids) == 1:
+        only = module_ids[0]
+        return lambda agent: only
+    raise EvaluationError(
+        f"checkpoint: modules {sorted(module_ids)} do not cover the scenario's replicas "
+        f"{list(agents)} (need one shared module or one module per replica)"
+    )
+
+
+def check_spaces(modules: Mapping[str, Any], env: Any, what: str) -> None:
+    """Raise one clear error when the env's spaces differ from the checkpoint's modules."""
+    agent = env.possible_agents[0]
+    obs_space, act_space = env.observation_space(agent), env.action_space(agent)
+    for mid, module in modules.items():
+        m_obs, m_act = module.observation_space, module.action_space
+        if m_obs is None or m_act is None:
+            continue
+        if tuple(m_obs.shape) != tuple(obs_space.shape):
+            raise EvaluationError(
+                f"{what}: observation shape {tuple(obs_space.shape)} does not match the "
+                f"checkpoint's module {mid!r} {tuple(m_obs.shape)}; evaluate on the scenario "
+                "it was trained on"
+            )
+        if getattr(m_act, "n", None) != getattr(act_space, "n", None):
+            raise EvaluationError(
+                f"{what}: action space {act_space} does not match module {mid!r} {m_act}"
+            )
+
+
+# -- Tune results ----------------------------------------------------------------------------
+def trial_dir_of(checkpoint: Path) -> Path | None:
+    """The Tune trial directory holding this checkpoint (has params.json), if any."""
+    for d in (checkpoint, *checkpoint.parents[:3]):
+        if (d / "params.json").is_file():
+            return d
+    return None
+
+
+def training_env_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The env_config the checkpoint was trained with (from the trial's params.json)."""
+    trial = trial_dir_of(checkpoint)
+    if trial is None:
+        return None
+    try:
+        params = json.loads((trial / "params.json").read_text())
+    except (OSError, ValueError):
+        return None
+    env_config = params.get("env_config")
+    if not isinstance(env_config, dict):
+        return None
+    env_config = dict(env_config)
+    env_config.pop("seed", None)
+    return env_config
+
+
+def load_progress(checkpoint: Path) -> Any:
+    """The trial's Tune progress (pandas DataFrame), or None when there is none."""
+    import pandas as pd
+
+    trial = trial_dir_of(checkpoint)
+    if trial is None or not (trial / "progress.csv").is_file():
+        return None
+    try:
+        df = pd.read_csv(trial / "progress.csv")
+    except Exception:  # an empty or half-written file: no curve
+        return None
+    return df if len(df) else None
+
+
+# -- report ----------------------------------------------------------------------------------
+def confusion_matrix(summary: Mapping[str, float]) -> list[list[int]]:
+    """[[TN, FP], [FN, TP]]: rows benign / malicious, columns allowed / restricted."""
+    return [
+        [int(summary["tn"]), int(summary["fp"])],
+        [int(summary["fn"]), int(summary["tp"])],
+    ]
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan"
+    if abs(v) >= 1000 or (v == int(v) and abs(v) >= 10):
+        return f"{v:.0f}"
+    return f"{v:.3f}"
+
+
+def format_table(rows: Sequence[str], columns: Mapping[str, Mapping[str, float]]) -> str:
+    """A plain-text table of metrics (rows) by policy (columns)."""
+    width = max(len(r) for r in rows) + 2
+    names = list(columns)
+    colw = max(12, *(len(n) + 2 for n in names))
+    lines = [" " * width + "".join(n.rjust(colw) for n in names)]
+    for r in rows:
+        cells = "".join(
+            (_fmt(columns[n][r]) if r in columns[n] else "-").rjust(colw) for n in names
+        )
+        lines.append(r.ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    """Human-readable summary of a report."""
+    cols = {"policy": report["policy"], **report["baselines"]}
+    print(f"checkpoint: {report['checkpoint']}")
+    print(f"env: {report['env_source']}, {report['episodes']} episodes, seeds {report['seeds']}")
+    print("\nDetection (committed decisions; scores from pooled counts)")
+    rows = [*REPORT_KEYS, "episode_f1_mean", "return", "breached"]
+    print(format_table(rows, cols))
+    tn_fp, fn_tp = report["confusion_matrix"]["policy"]
+    print("\nConfusion matrix (policy)      allowed  restricted")
+    print(f"  benign                    {tn_fp[0]:>9d} {tn_fp[1]:>11d}")
+    print(f"  malicious                 {fn_tp[0]:>9d} {fn_tp[1]:>11d}")
+    stl = sorted(k for k in report["policy"] if k.startswith("stl_") and k.endswith("_satisfied"))
+    if stl:
+        print("\nSTL satisfaction (fraction of episodes with robustness > 0)")
+        print(format_table(stl, cols))
+    bft = [k for k in BFT_STAT_KEYS if k in report["policy"]]
+    if bft:
+        print("\nBFT statistics (per episode)")
+        print(format_table(bft, cols))
+    verdict = "beats" if report["beats_baselines"] else "does NOT beat"
+    print(f"\nPolicy F1 {report['policy']['f1']:.3f} {verdict} every baseline.")
+
+
+def plot_learning_curve(progress: Any, path: Path) -> bool:
+    """Return and evaluation F1 against env steps; False when the progress has neither."""
+    import matplotlib.pyplot as plt
+
+    x_key = next(
+        (k for k in ("num_env_steps_sampled_lifetime", "training_iteration") if k in progress),
+        None,
+    )
+    if x_key is None:
+        return False
+    x = progress[x_key]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    plotted = False
+    if "env_runners/episode_return_mean" in progress:
+        ax1.plot(x, progress["env_runners/episode_return_mean"], label="train return")
+        plotted = True
+    if "eval_return" in progress and progress["eval_return"].notna().any():
+        ok = progress["eval_return"].notna()
+        ax1.plot(x[ok], progress["eval_return"][ok], marker="o", label="evaluation return")
+    ax1.set_xlabel(x_key)
+    ax1.set_ylabel("mean episode return")
+    ax1.set_title("Return")
+    for key, label in (
+        ("eval_f1", "evaluation F1 (greedy, held-out)"),
+        ("env_runners/marl_bft/pooled_f1", "training F1"),
+    ):
+        if key in progress:
+            y = progress[key]
+            ok = y.notna()
+            if ok.any():
+                ax2.plot(x[ok], y[ok], marker="o" if key == "eval_f1" else None, label=label)
+                plotted = True
+    ax2.set_xlabel(x_key)
+    ax2.set_ylabel("F1")
+    ax2.set_ylim(0, 1)
+    ax2.set_title("Detection F1")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    if plotted:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return plotted
+
+
+def plot_confusion(matrices: Mapping[str, list[list[int]]], path: Path) -> None:
+    """One 2x2 confusion-matrix panel per policy."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2), squeeze=False)
+    for ax, (name, m) in zip(axes[0], matrices.items(), strict=True):
+        arr = np.asarray(m)
+        ax.imshow(arr, cmap="Blues")
+        for (i, j), v in np.ndenumerate(arr):
+            dark = v > arr.max() / 2
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "black")
+        ax.set_xticks([0, 1], ["allowed", "restricted"])
+        ax.set_yticks([0, 1], ["benign", "malicious"])
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_report(
+    checkpoint: Path,
+    env_source: str,
+    env_config: Mapping[str, Any],
+    seeds: Sequence[int],
+    policy: EvalResult,
+    baselines: Mapping[str, EvalResult],
+    detector: Any,
+    train_seeds: int,
+) -> dict[str, Any]:
+    """The JSON-serialisable evaluation report."""
+    summaries = {name: res.summary() for name, res in baselines.items()}
+    pol = policy.summary()
+    return {
+        "checkpoint": str(checkpoint),
+        "env_source": env_source,
+        "env_config": dict(env_config),
+        "episodes": len(seeds),
+        "seeds": [int(seeds[0]), int(seeds[-1])],
+        "policy": pol,
+        "baselines": summaries,
+        "beats_baselines": all(pol["f1"] > s["f1"] for s in summaries.values()),
+        "confusion_matrix": {
+            "rows": ["benign", "malicious"],
+            "columns": ["allowed", "restricted"],
+            "policy": confusion_matrix(pol),
+            **{name: confusion_matrix(s) for name, s in summaries.items()},
+        },
+        "threshold_detector": {
+            "weights": [float(w) for w in detector.weights],
+            "threshold": float(detector.threshold),
+            "train_f1": float(detector.train_f1),
+            "train_seeds": train_seeds,
+        },
+        "per_episode": policy.episodes,
+    }
+
+
+# -- main ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="scenarios: " + "; ".join(f"{k}: {v}" for k, v in SCENARIO_DOCS.items()),
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="RLlib / Tune checkpoint dir (or a train_tune.py experiment dir: its best one)",
+    )
+    p.add_argument("--episodes", type=int, default=20, help="greedy evaluation episodes")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default=None,
+        help="scenario preset (default: the env_config the checkpoint was trained with)",
+    )
+    src.add_argument("--table", type=Path, default=None, help="labelled event table (test split)")
+    p.add_argument("--out", type=Path, default=None, help="output dir (default: <checkpoint>_eval)")
+    p.add_argument("--seed-offset", type=int, default=HELD_OUT_SEED_OFFSET, help="first seed")
+    p.add_argument(
+        "--train-seeds", type=int, default=20, help="training episodes for the threshold detector"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate, print, write the report and plots."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, value, low in (
+        ("--episodes", args.episodes, 1),
+        ("--seed-offset", args.seed_offset, 0),
+        ("--train-seeds", args.train_seeds, 1),
+    ):
+        if value < low:
+            parser.error(f"{flag}: must be >= {low}, got {value}")
+    if args.table is not None and not args.table.is_file():
+        parser.error(f"--table: {args.table} is not a file")
+    try:
+        return evaluate(args)
+    except EvaluationError as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """The evaluation proper (raises EvaluationError on user-facing problems)."""
+    from marl_bft_rllib.env import BFTSecurityEnv
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    modules = load_modules(checkpoint)
+
+    if args.scenario is not None:
+        env_config, source, what = (
+            scenario_config(args.scenario),
+            f"scenario {args.scenario}",
+            "--scenario",
+        )
+        train_env_config = env_config
+    elif args.table is not None:
+        base = training_env_config(checkpoint) or {}
+        base.pop("split", None)
+        env_config = {**base, "source": str(args.table.resolve()), "split": "test"}
+        train_env_config = {**env_config, "split": "train"}
+        source, what = f"table {args.table} (test split)", "--table"
+    else:
+        trained = training_env_config(checkpoint)
+        env_config = trained if trained is not None else scenario_config("default")
+        train_env_config = env_config
+        source = "training env_config" if trained is not None else "scenario default"
+        what = "--scenario"
+    try:
+        env = BFTSecurityEnv(env_config)
+    except (ValueError, OSError) as e:
+        raise EvaluationError(f"{what}: {e}") from None
+    check_spaces(modules, env, what)
+    mapping = module_mapping(list(modules), env.possible_agents)
+    greedy = greedy_policy({mid: logits_fn(m) for mid, m in modules.items()}, mapping)
+
+    seeds = held_out_seeds(args.episodes, args.seed_offset)
+    try:
+        policy = run_episodes(greedy, env_config, seeds, "policy")
+        baselines, detector = evaluate_baselines(
+            env_config,
+            seeds,
+            train_env_config=train_env_config,
+            train_seeds=range(args.train_seeds),
+            greedy=greedy,
+        )
+    except ValueError as e:
+        raise EvaluationError(f"{what}: {e}") from None
+
+    out = args.out or checkpoint.parent / f"{checkpoint.name}_eval"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvaluationError(f"--out: cannot create {out}: {e.strerror}") from None
+    report = build_report(
+        checkpoint, source, env_config, seeds, policy, baselines, detector, args.train_seeds
+    )
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots: dict[str, str] = {}
+    conf_png = out / "confusion_matrix.png"
+    plot_confusion(
+        {
+            "policy": report["confusion_matrix"]["policy"],
+            **{n: report["confusion_matrix"][n] for n in report["baselines"]},
+        },
+        conf_png,
+    )
+    plots["confusion_matrix"] = str(conf_png)
+    progress = load_progress(checkpoint)
+    curve_png = out / "learning_curve.png"
+    if progress is not None and plot_learning_curve(progress, curve_png):
+        plots["learning_curve"] = str(curve_png)
+    report["plots"] = plots
+
+    print_report(report)
+    report_path = out / "report.json"
+    report_path.write_text(json.dumps(report, indent=2, default=_json_default))
+    print(f"\nreport: {report_path}")
+    for name, p in plots.items():
+        print(f"plot ({name}): {p}")
+    if "learning_curve" not in plots:
+        print("plot (learning_curve): skipped, no Tune progress.csv next to the checkpoint")
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

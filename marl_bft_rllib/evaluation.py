@@ -1,0 +1,276 @@
+"""Greedy evaluation rollouts and baselines on ``BFTSecurityEnv``, without Ray or torch.
+
+A *policy* here is any function from the live agents' observations to their actions,
+``policy(obs: dict[str, np.ndarray]) -> dict[str, int]``. ``run_episodes`` plays it on
+fixed seeds (held-out ones by default) and aggregates the env's episode-end metrics with
+``marl_bft_rllib.metrics``. Baselines:
+
+- ``always_allow``: every honest replica votes Allow.
+- ``ThresholdDetector``: a per-event linear detector over a replica's noisy view of the
+  current event (Fisher discriminant direction, threshold chosen to maximise F1), fitted
+  on training seeds; each honest replica applies it to its own sensor and votes.
+- ``single_replica``: one replica decides alone: every honest replica votes that
+  replica's greedy action, so the committed decision is that replica's action (b <= f);
+  consensus still runs, so an undecided step still falls back to the fail-safe action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from marl_bft_rllib.actions import Action
+from marl_bft_rllib.env import BFTSecurityEnv
+from marl_bft_rllib.env_config import EnvConfig
+from marl_bft_rllib.metrics import (
+    CONFUSION_KEYS,
+    add_counts,
+    detection_report,
+    mean_reports,
+)
+
+Policy = Callable[[Mapping[str, np.ndarray]], Mapping[str, int]]
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+# Evaluation seeds start here; training runs never reset the env with seeds this large
+# (RLlib offsets its own evaluation workers by the same 10**6).
+HELD_OUT_SEED_OFFSET = 10**6
+_SCORE_KEYS = ("precision", "recall", "f1", "accuracy")
+
+
+def held_out_seeds(episodes: int, offset: int = HELD_OUT_SEED_OFFSET) -> list[int]:
+    """The reset seeds of ``episodes`` evaluation episodes, starting at ``offset``."""
+    if episodes < 1:
+        raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    if offset < 0:
+        raise ValueError(f"seed_offset: must be >= 0, got {offset}")
+    return list(range(offset, offset + episodes))
+
+
+@dataclass
+class EvalResult:
+    """Per-episode metrics of one policy, and their aggregate."""
+
+    name: str
+    episodes: list[dict[str, float]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """TP / TN / FP / FN summed over all episodes."""
+        total: dict[str, int] = {}
+        for ep in self.episodes:
+            total = add_counts(total, {k: int(ep[k]) for k in CONFUSION_KEYS})
+        return total
+
+    def summary(self) -> dict[str, float]:
+        """Pooled detection scores (from summed counts) and episode means of everything else.
+
+        ``precision`` / ``recall`` / ``f1`` / ``accuracy`` are computed from the pooled
+        confusion counts; ``episode_f1_mean`` is the mean of the per-episode F1 (what RLlib's
+        episode metrics average). ``episodes`` is the number of episodes.
+        """
+        means = mean_reports(self.episodes)
+        out = {k: v for k, v in means.items() if k not in CONFUSION_KEYS + _SCORE_KEYS}
+        out.update(detection_report(self.counts()))
+        out["episode_f1_mean"] = means.get("f1", 0.0)
+        out["episodes"] = float(len(self.episodes))
+        return out
+
+
+def run_episodes(
+    policy: Policy,
+    env_config: EnvConfig | Mapping[str, Any] | None,
+    seeds: Sequence[int],
+    name: str = "policy",
+) -> EvalResult:
+    """Play one episode per seed with ``policy`` and collect each episode's end metrics.
+
+    Each episode's entry holds the env's ``episode_metrics`` plus ``return`` (the mean over
+    honest replicas of their summed rewards).
+    """
+    env = BFTSecurityEnv(env_config)
+    result = EvalResult(name)
+    for seed in seeds:
+        obs, _ = env.reset(seed=int(seed))
+        returns = dict.fromkeys(env.agents, 0.0)
+        metrics: dict[str, float] | None = None
+        while env.agents:
+            obs, rewards, _, _, infos = env.step(dict(policy(obs)))
+            for agent, r in rewards.items():
+                returns[agent] += r
+            if not env.agents:
+                metrics = next(iter(infos.values()))["episode_metrics"]
+        assert metrics is not None
+        ep = {k: float(v) for k, v in metrics.items()}
+        ep["return"] = float(np.mean(list(returns.values()))) if returns else 0.0
+        result.episodes.append(ep)
+    env.close()
+    return result
+
+
+# -- policies ------------------------------------------------------------------------------
+def always_allow(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Baseline: every replica votes Allow on every event."""
+    return dict.fromkeys(obs, int(Action.ALLOW))
+
+
+def random_policy(seed: int = 0) -> Policy:
+    """Every replica votes a uniformly random action (seeded)."""
+    rng = np.random.default_rng(seed)
+
+    def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        acts = rng.integers(0, len(Action), len(obs))
+        return {a: int(x) for a, x in zip(obs, acts, strict=True)}
+
+    return act
+
+
+def greedy_policy(
+    logits_fns: Mapping[str, LogitsFn], module_for_agent: Callable[[str], str]
+) -> Policy:
+    """Argmax of each module's action logits; agents sharing a module are batched together.
+
+    ``logits_fns[module_id](obs_batch) -> logits`` with shapes ``(B, obs_dim) -> (B, 4)``.
+    """
+
+    def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        groups: dict[str, list[str]] = {}
+        for agent in obs:
+            groups.setdefault(module_for_agent(agent), []).append(agent)
+        actions: dict[str, int] = {}
+        for module_id, agents in groups.items():
+            batch = np.stack([obs[a] for a in agents])
+            best = np.asarray(logits_fns[module_id](batch)).argmax(axis=-1)
+            actions.update(zip(agents, best.tolist(), strict=True))
+        return actions
+
+    return act
+
+
+def single_replica(policy: Policy, replica: str | None = None) -> Policy:
+    """One replica decides alone: every honest replica votes that replica's action.
+
+    ``replica`` is the deciding agent when it is honest in the episode; otherwise (or when
+    ``None``) the first honest replica decides.
+    """
+
+    def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        who = replica if replica in obs else next(iter(obs))
+        action = int(policy({who: obs[who]})[who])
+        return dict.fromkeys(obs, action)
+
+    return act
+
+
+# -- threshold detector --------------------------------------------------------------------
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold ``t`` maximising the F1 of ``scores > t`` against ``labels``, and that F1."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if s.size == 0 or s.shape != y.shape:
+        raise ValueError("scores and labels must be non-empty and of equal shape")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    # Predicting positive for the top k scores, for every k at a change of score.
+    tp = np.cumsum(y_sorted)
+    k = np.arange(1, s.size + 1)
+    last_of_tie = np.append(s_sorted[1:] != s_sorted[:-1], True)
+    f1 = np.where(last_of_tie, 2 * tp / (k + y.sum()), -1.0)
+    i = int(f1.argmax())
+    if f1[i] <= 0.0:  # no positives among the scores: detect nothing
+        return float(s_sorted[0]), 0.0
+    nxt = s_sorted[i + 1] if i + 1 < s.size else s_sorted[i] - 1.0
+    return float(0.5 * (s_sorted[i] + nxt)), float(f1[i])
+
+
+@dataclass
+class ThresholdDetector:
+    """Per-event linear detector: vote Block where ``features @ weights > threshold``."""
+
+    weights: np.ndarray
+    threshold: float
+    feature_slice: slice
+    train_f1: float = 0.0
+
+    def scores(self, obs_batch: np.ndarray) -> np.ndarray:
+        """Linear scores of a batch of observations."""
+        return np.asarray(obs_batch)[..., self.feature_slice] @ self.weights
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Each replica votes Block when its own noisy view of the event scores high."""
+        agents = list(obs)
+        hit = self.scores(np.stack([obs[a] for a in agents])) > self.threshold
+        return {
+            a: int(Action.BLOCK if h else Action.ALLOW) for a, h in zip(agents, hit, strict=True)
+        }
+
+    @classmethod
+    def fit(
+        cls,
+        env_config: EnvConfig | Mapping[str, Any] | None,
+        seeds: Sequence[int],
+        collect: Policy | None = None,
+    ) -> ThresholdDetector:
+        """Fit on the replicas' observations of the events of training episodes ``seeds``.
+
+        Data are collected under ``collect`` (default: uniformly random votes, so campaigns
+        are sometimes contained and sometimes not). The direction is Fisher's discriminant
+        of the noisy event features; the threshold maximises F1 over all collected samples.
+        """
+        env = BFTSecurityEnv(env_config)
+        feats = env.observation_layout()["features"]
+        collect = collect or random_policy(0)
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            while env.agents:
+                batch = np.stack([o[feats] for o in obs.values()])
+                obs_next, _, _, _, infos = env.step(dict(collect(obs)))
+                label = next(iter(infos.values()))["label"]
+                xs.append(batch)
+                ys.append(np.full(len(batch), label, np.int8))
+                obs = obs_next
+        env.close()
+        if not xs:
+            raise ValueError("seeds: no training episodes to fit the threshold detector on")
+        x = np.concatenate(xs).astype(np.float64)
+        y = np.concatenate(ys).astype(bool)
+        if y.all() or not y.any():
+            raise ValueError("seeds: training episodes need both benign and malicious events")
+        mu0, mu1 = x[~y].mean(0), x[y].mean(0)
+        cov = np.cov(x[~y], rowvar=False) + np.cov(x[y], rowvar=False)
+        cov = np.atleast_2d(cov) + 1e-6 * np.eye(x.shape[1])
+        w = np.linalg.solve(cov, mu1 - mu0)
+        w /= np.linalg.norm(w) or 1.0
+        threshold, f1 = best_f1_threshold(x @ w, y)
+        return cls(weights=w, threshold=threshold, feature_slice=feats, train_f1=f1)
+
+
+def evaluate_baselines(
+    env_config: EnvConfig | Mapping[str, Any] | None,
+    seeds: Sequence[int],
+    *,
+    train_env_config: EnvConfig | Mapping[str, Any] | None = None,
+    train_seeds: Sequence[int] = range(20),
+    greedy: Policy | None = None,
+) -> tuple[dict[str, EvalResult], ThresholdDetector]:
+    """Run the baselines on ``seeds``; the threshold detector is fitted on ``train_seeds``.
+
+    ``train_env_config`` defaults to ``env_config`` (for a table, pass its train split).
+    ``single_replica`` runs only when a trained ``greedy`` policy is given.
+    """
+    detector = ThresholdDetector.fit(
+        env_config if train_env_config is None else train_env_config, train_seeds
+    )
+    results = {
+        "always_allow": run_episodes(always_allow, env_config, seeds, "always_allow"),
+        "threshold": run_episodes(detector, env_config, seeds, "threshold"),
+    }
+    if greedy is not None:
+        results["single_replica"] = run_episodes(
+            single_replica(greedy), env_config, seeds, "single_replica"
+        )
+    return results, detector

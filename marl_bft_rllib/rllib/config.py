@@ -1,0 +1,117 @@
+"""A ready multi-agent PPO config for the ``marl_bft`` env with the Monte Carlo learner."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPOConfig
+
+from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
+from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPOTorchLearner
+from marl_bft_rllib.rllib.registration import register
+
+SHARED_POLICY = "shared"
+EVAL_SEED_OFFSET = 1_000_000
+
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "gamma": 0.99,
+    "lambda_": 0.95,
+    "lr": 3e-4,
+    "train_batch_size_per_learner": 2000,
+    "minibatch_size": 256,
+    "num_epochs": 10,
+    "entropy_coeff": 0.01,
+    "clip_param": 0.2,
+    "vf_loss_coeff": 1.0,
+    "vf_clip_param": math.inf,
+}
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "fcnet_hiddens": [128, 128],
+    "fcnet_activation": "tanh",
+    # Explicit: a DefaultModelConfig object would switch PPO to a shared encoder.
+    "vf_share_layers": False,
+}
+
+
+def map_to_shared(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping for parameter sharing: every replica uses the module ``shared``."""
+    return SHARED_POLICY
+
+
+def map_to_own(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping for independent PPO: replica ``replica_i`` uses module ``replica_i``."""
+    return str(agent_id)
+
+
+def _training_keys() -> set[str]:
+    keys: set[str] = set()
+    for cls in PPOConfig.__mro__:  # PPOConfig.training passes **kwargs to its parents
+        if "training" in vars(cls):
+            params = inspect.signature(vars(cls)["training"]).parameters
+            keys |= {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    return keys
+
+
+def build_ppo_config(
+    env_config: dict | None = None, *, shared_policy: bool = True, **training: Any
+) -> PPOConfig:
+    """Multi-agent PPO on ``marl_bft`` with raw Monte Carlo value targets and env metrics."""
+    from marl_bft_rllib.env_config import EnvConfig
+
+    env_config = dict(env_config or {})
+    n_replicas = EnvConfig.from_any(env_config).n_replicas  # validates env_config early
+    bad = sorted(set(training) - _training_keys())
+    if bad:
+        raise ValueError(
+            f"training: unknown PPOConfig.training() option(s) {bad}; "
+            f"see PPOConfig.training for the valid names"
+        )
+    if shared_policy:
+        policies, mapping = {SHARED_POLICY}, map_to_shared
+    else:
+        policies, mapping = {f"replica_{i}" for i in range(n_replicas)}, map_to_own
+
+    config = (
+        PPOConfig()
+        .environment(register(), env_config=env_config)
+        .framework("torch")
+        .env_runners(num_env_runners=0)
+        .multi_agent(policies=policies, policy_mapping_fn=mapping)
+        .rl_module(model_config=dict(MODEL_DEFAULTS))
+        .learners(
+            num_learners=0,
+            learner_class=MonteCarloPPOTorchLearner,
+            learner_config_dict=MonteCarloLearnerOptions().to_learner_config_dict(),
+        )
+        .callbacks(MarlBftCallbacks)
+        .training(**{**TRAINING_DEFAULTS, **training})
+    )
+    return config
+
+
+def add_evaluation(
+    config: PPOConfig,
+    *,
+    interval: int = 1,
+    duration: int = 10,
+    duration_unit: str = "episodes",
+    num_env_runners: int = 0,
+    seed_offset: int = EVAL_SEED_OFFSET,
+) -> PPOConfig:
+    """Greedy evaluation (explore=False) every ``interval`` iterations on held-out env seeds."""
+    if interval < 1 or duration < 1:
+        raise ValueError(f"interval / duration: must be >= 1, got {interval} / {duration}")
+    if seed_offset <= 0:
+        raise ValueError(f"seed_offset: must be > 0, got {seed_offset}")
+    base_seed = config.env_config.get("seed")
+    eval_env_config = {**config.env_config, "seed": (base_seed or 0) + seed_offset}
+    return config.evaluation(
+        evaluation_interval=interval,
+        evaluation_duration=duration,
+        evaluation_duration_unit=duration_unit,
+        evaluation_num_env_runners=num_env_runners,
+        evaluation_config={"explore": False, "env_config": eval_env_config},
+    )

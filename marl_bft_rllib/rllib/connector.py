@@ -1,0 +1,213 @@
+"""Learner ConnectorV2 writing raw Monte Carlo value targets and standardised advantages.
+
+It takes the place of RLlib's ``GeneralAdvantageEstimation`` at the end of the learner
+connector pipeline (see ``MonteCarloPPOTorchLearner.build``). Like that piece it
+expects ``AddOneTsToEpisodesAndTruncate`` at the start of the pipeline: every episode
+chunk of a module's batch ends in one phantom row (``Columns.LOSS_MASK`` False) whose
+value prediction is the bootstrap ``V(s_T)``.
+
+Per module and per real step it writes
+- ``Postprocessing.VALUE_TARGETS``: the raw discounted return, bootstrapped with
+  ``V(s_T)`` only where the chunk was truncated or cut, zero after termination; never
+  normalised or rescaled;
+- ``Postprocessing.ADVANTAGES``: GAE(lambda) (default) or return minus value,
+  standardised over the real steps of the whole train batch (all modules together),
+  or per module.
+Phantom rows get target ``V(s_T)`` and advantage 0 (they are masked out of the loss).
+
+Termination vs truncation: a chunk is bootstrapped when its last real step carries
+``Columns.TRUNCATEDS``, even if ``Columns.TERMINATEDS`` is set too. RLlib 2.60's
+``MultiAgentEpisode`` marks every agent as terminated when all agents are done, so a
+horizon truncation arrives with both flags set (RLlib's own GAE then drops the
+bootstrap); only "terminated and not truncated" means a true terminal state here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.numpy import convert_to_numpy
+
+from marl_bft_rllib.metrics import explained_variance
+from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
+
+ADVANTAGE_ESTIMATORS = ("gae", "mc")
+STANDARDIZE_MODES = ("batch", "module")
+
+# (module_id, module, module_batch, value_targets_all_rows, loss_mask) -> re-initialised?
+ValueHeadInitFn = Callable[[str, Any, dict, np.ndarray, np.ndarray], bool]
+# (module_id, stats) -> None; stats holds the pre-update value figures of the batch.
+StatsFn = Callable[[str, dict], None]
+
+
+def _chunk_layout(
+    mask: np.ndarray, terminateds: np.ndarray, truncateds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Phantom-row indices and per-chunk "true terminal" flags of a module batch."""
+    ends = np.flatnonzero(~mask)
+    if mask.size and (ends.size == 0 or ends[-1] != mask.size - 1):
+        raise ValueError(
+            "loss mask: the batch does not end in a phantom step; "
+            "AddOneTsToEpisodesAndTruncate must run first in the learner pipeline"
+        )
+    lengths = np.diff(ends, prepend=-1) - 1
+    # A chunk ended in a terminal state if its last real step is terminated and not
+    # truncated; empty chunks never are.
+    terminated = np.zeros(ends.shape[0], dtype=bool)
+    last = ends[lengths > 0] - 1
+    terminated[lengths > 0] = terminateds[last] & ~truncateds[last]
+    return ends, terminated
+
+
+def targets_and_advantages(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    terminateds: np.ndarray,
+    truncateds: np.ndarray,
+    mask: np.ndarray,
+    *,
+    gamma: float,
+    lambda_: float,
+    estimator: str = "gae",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw MC value targets and unstandardised advantages over a module batch (all rows)."""
+    ends, terminated = _chunk_layout(mask, terminateds, truncateds)
+    lengths = np.diff(ends, prepend=-1) - 1
+    bootstrap = np.where(terminated, 0.0, values[ends])
+    r, v = rewards[mask], values[mask]
+    returns = monte_carlo_returns(r, lengths, bootstrap, gamma)
+    if estimator == "gae":
+        adv = gae_advantages(r, v, lengths, bootstrap, gamma, lambda_)
+    else:
+        adv = returns - v
+    targets = np.empty(mask.shape[0], dtype=np.float32)
+    targets[mask] = returns
+    targets[ends] = bootstrap
+    advantages = np.zeros(mask.shape[0], dtype=np.float32)
+    advantages[mask] = adv
+    return targets, advantages
+
+
+def value_stats(targets: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """Value loss, explained variance and target / prediction moments over real steps."""
+    t = targets.astype(np.float64)
+    v = values.astype(np.float64)
+    return {
+        "value_loss": float(np.mean((v - t) ** 2)) if t.size else float("nan"),
+        "explained_var": explained_variance(t, v),
+        "target_mean": float(t.mean()) if t.size else float("nan"),
+        "target_std": float(t.std()) if t.size else float("nan"),
+        "pred_mean": float(v.mean()) if v.size else float("nan"),
+        "pred_std": float(v.std()) if v.size else float("nan"),
+        "num_steps": float(t.size),
+    }
+
+
+class MonteCarloValueTargets(ConnectorV2):
+    """Writes raw Monte Carlo value targets and standardised advantages into the batch."""
+
+    def __init__(
+        self,
+        input_observation_space=None,
+        input_action_space=None,
+        *,
+        gamma: float,
+        lambda_: float,
+        advantage_estimator: str = "gae",
+        standardize_advantages: str = "batch",
+        value_head_init_fn: ValueHeadInitFn | None = None,
+        stats_fn: StatsFn | None = None,
+        **kwargs,
+    ) -> None:
+        """Set the discount, GAE lambda, estimator ("gae" | "mc") and standardisation scope."""
+        super().__init__(input_observation_space, input_action_space, **kwargs)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma: must be in [0, 1], got {gamma}")
+        if not 0.0 <= lambda_ <= 1.0:
+            raise ValueError(f"lambda_: must be in [0, 1], got {lambda_}")
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator: must be one of {ADVANTAGE_ESTIMATORS}, "
+                f"got {advantage_estimator!r}"
+            )
+        if standardize_advantages not in STANDARDIZE_MODES:
+            raise ValueError(
+                f"standardize_advantages: must be one of {STANDARDIZE_MODES}, "
+                f"got {standardize_advantages!r}"
+            )
+        self.gamma = float(gamma)
+        self.lambda_ = float(lambda_)
+        self.advantage_estimator = advantage_estimator
+        self.standardize_advantages = standardize_advantages
+        self.value_head_init_fn = value_head_init_fn
+        self.stats_fn = stats_fn
+
+    @staticmethod
+    def _values(module: Any, module_batch: dict) -> np.ndarray:
+        with torch.no_grad():
+            return convert_to_numpy(module.compute_values(module_batch)).astype(np.float64)
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
+        """Add value targets and advantages for every module with a value function."""
+        results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for mid, module_batch in batch.items():
+            if mid not in rl_module or not isinstance(rl_module[mid].unwrapped(), ValueFunctionAPI):
+                continue
+            module = rl_module[mid]
+            if module.is_stateful():
+                raise ValueError(
+                    f"module {mid!r}: stateful (recurrent) modules are not supported by "
+                    "MonteCarloValueTargets; use a feed-forward model"
+                )
+            mask = convert_to_numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
+            rewards = convert_to_numpy(module_batch[Columns.REWARDS]).astype(np.float64)
+            terminateds = convert_to_numpy(module_batch[Columns.TERMINATEDS]).astype(bool)
+            truncateds = convert_to_numpy(module_batch[Columns.TRUNCATEDS]).astype(bool)
+
+            compute = functools.partial(
+                targets_and_advantages,
+                rewards,
+                terminateds=terminateds,
+                truncateds=truncateds,
+                mask=mask,
+                gamma=self.gamma,
+                lambda_=self.lambda_,
+                estimator=self.advantage_estimator,
+            )
+            values = self._values(module, module_batch)
+            targets, adv = compute(values)
+            # Honest figures: measured on the fresh batch, before any update.
+            stats = value_stats(targets[mask], values[mask])
+            if self.value_head_init_fn is not None and self.value_head_init_fn(
+                mid, module, module_batch, targets, mask
+            ):
+                # The head changed: recompute bootstraps and advantages with it.
+                targets, adv = compute(self._values(module, module_batch))
+                stats["value_head_initialised"] = 1.0
+            if self.stats_fn is not None:
+                self.stats_fn(mid, stats)
+            results[mid] = (mask, targets, adv)
+
+        if self.standardize_advantages == "batch" and results:
+            real = np.concatenate([adv[mask] for mask, _, adv in results.values()])
+            mean, std = (real.mean(), real.std()) if real.size else (0.0, 1.0)
+        for mid, (mask, targets, adv) in results.items():
+            if self.standardize_advantages == "module":
+                real = adv[mask]
+                mean, std = (real.mean(), real.std()) if real.size else (0.0, 1.0)
+            adv = np.where(mask, (adv - mean) / max(float(std), 1e-4), 0.0).astype(np.float32)
+            ref = batch[mid][Columns.REWARDS]
+            if isinstance(ref, torch.Tensor):  # the default pipeline is tensors by now
+                targets = torch.from_numpy(targets).to(ref.device)
+                adv = torch.from_numpy(adv).to(ref.device)
+            batch[mid][Postprocessing.VALUE_TARGETS] = targets
+            batch[mid][Postprocessing.ADVANTAGES] = adv
+        return batch

@@ -61,7 +61,8 @@ class BFTSecurityEnv(ParallelEnv):
     ## Observation Space
     ``Box(-inf, inf, (obs_dim,), float32)``, roughly unit scale, laid out as
     ``[noisy event features (F) | host context (C) | own last votes (history) |
-    last committed decisions (history) | is primary, steps since view change |
+    last committed decisions (history) | is primary, steps since view change,
+    episode progress t / horizon |
     peers' last revealed votes (n) | convicted peers (n)]``. Votes and decisions are
     severity / 3, with -1 for "none yet / not revealed". ``observation_layout()`` names
     every slice.
@@ -141,7 +142,7 @@ class BFTSecurityEnv(ParallelEnv):
             "context": self.n_context,
             "own_votes": self.config.history,
             "decisions": self.config.history,
-            "protocol": 2,
+            "protocol": 3,
             "peer_votes": self.n,
             "convicted": self.n,
         }
@@ -270,6 +271,7 @@ class BFTSecurityEnv(ParallelEnv):
         obs[:, proto] = 0.0
         obs[primary, proto] = 1.0
         obs[:, proto + 1] = min(1.0, (self.t - self._last_view_change) / self.config.horizon)
+        obs[:, proto + 2] = self.t / self.config.horizon
         obs[:, lay["peer_votes"]] = self._peer_votes
         obs[:, lay["convicted"]] = self._consensus.convicted
         return {self.possible_agents[i]: obs[i] for i in self.honest}

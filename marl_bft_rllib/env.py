@@ -107,7 +107,9 @@ class BFTSecurityEnv(ParallelEnv):
                 "synthetic", n_hosts=cfg.n_hosts, threat_rate=cfg.threat_rate
             )
         else:
-            self._source = make_source(cfg.source, split=cfg.split, episode_length=cfg.horizon)
+            self._source = make_source(
+                cfg.source, split=cfg.split, episode_length=cfg.horizon, **cfg.table_options
+            )
         self.n_features = len(self._source.feature_names)
         self.n_context = len(self._source.context_names)
         self.n_hosts = self._source.n_hosts

@@ -12,6 +12,10 @@ from marl_bft_rllib.actions import parse_action
 from marl_bft_rllib.bft import BEHAVIORS, BFTConfig
 from marl_bft_rllib.stl.shaping import DEFAULT_SPECS, SHAPING_MODES, SIGNALS, validate_specs
 
+# Evaluation draws its episodes from seeds at and above this offset; training seeds stay
+# below it. Shared by RLlib's evaluation runners and evaluate.py.
+HELD_OUT_SEED_OFFSET = 10**6
+
 DEFAULT_REWARD_TABLE: dict[str, float] = {
     "tp": 10.0,
     "tn": 1.0,
@@ -64,6 +68,7 @@ class EnvConfig:
     gamma: float = 0.99
     source: str = "synthetic"
     split: str = "train"
+    table_options: dict[str, Any] = field(default_factory=dict)
     sensor_noise: float = 0.5
     history: int = 3
     fp_window: int = 20
@@ -135,6 +140,14 @@ class EnvConfig:
         self.stl_specs = dict(self.stl_specs)
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source: expected 'synthetic' or a table path, got {self.source!r}")
+        if not isinstance(self.table_options, Mapping):
+            raise ValueError(f"table_options: expected a dict, got {self.table_options!r}")
+        self.table_options = dict(self.table_options)
+        if self.table_options and self.source == "synthetic":
+            raise ValueError("table_options: only apply to a table source (source=<path>)")
+        reserved = sorted({"path", "split", "episode_length"} & set(self.table_options))
+        if reserved:
+            raise ValueError(f"table_options: {reserved} are set by source / split / horizon")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split: expected 'train', 'val' or 'test', got {self.split!r}")
         if self.seed is not None and (

@@ -24,7 +24,7 @@ import numpy as np
 
 from marl_bft_rllib.actions import Action
 from marl_bft_rllib.env import BFTSecurityEnv
-from marl_bft_rllib.env_config import EnvConfig
+from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET, EnvConfig
 from marl_bft_rllib.metrics import (
     CONFUSION_KEYS,
     add_counts,
@@ -35,9 +35,6 @@ from marl_bft_rllib.metrics import (
 Policy = Callable[[Mapping[str, np.ndarray]], Mapping[str, int]]
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
-# Evaluation seeds start here; training runs never reset the env with seeds this large
-# (RLlib offsets its own evaluation workers by the same 10**6).
-HELD_OUT_SEED_OFFSET = 10**6
 _SCORE_KEYS = ("precision", "recall", "f1", "accuracy")
 
 

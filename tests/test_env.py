@@ -183,9 +183,35 @@ def test_step_rejects_missing_or_bad_actions():
         ({"vote_weight": -1.0}, "vote_weight"),
         ({"byzantine_replicas": (9,)}, "byzantine_replicas"),
         ({"split": "holdout"}, "split"),
+        ({"table_options": {"label_column": "y"}}, "table_options"),
         ({"no_such_field": 1}, "no_such_field"),
     ],
 )
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         BFTSecurityEnv(overrides)
+
+
+def test_env_runs_on_a_labelled_table(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3000
+    label = (rng.random(n) < 0.1).astype(int)
+    cols = {f"f{i}": rng.normal(size=n) + 2.0 * label * (i < 3) for i in range(6)}
+    lines = ["time,host,label," + ",".join(cols)]
+    for r in range(n):
+        feats = ",".join(f"{cols[c][r]:.5f}" for c in cols)
+        lines.append(f"{r},{r % 5},{label[r]},{feats}")
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(lines) + "\n")
+    table = {"host_column": "host", "time_column": "time"}
+    env = BFTSecurityEnv(
+        {"source": str(path), "horizon": 50, "n_byzantine": 0, "table_options": table}
+    )
+    assert env.n_features == 6
+    steps = rollout(env, 0, policy=lambda a, o: int(Action.ALERT))
+    _, _, term, trunc, infos = steps[-1]
+    assert len(steps) - 1 == 50
+    assert all(trunc.values()) and not any(term.values())  # tables never breach
+    metrics = next(iter(infos.values()))["episode_metrics"]
+    assert metrics["tp"] == metrics["fp"] == 0
+    assert metrics["tn"] + metrics["fn"] == 50

@@ -8,12 +8,13 @@ from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
 
+from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET
 from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPOTorchLearner
 from marl_bft_rllib.rllib.registration import register
 
 SHARED_POLICY = "shared"
-EVAL_SEED_OFFSET = 1_000_000
+EVAL_SEED_OFFSET = HELD_OUT_SEED_OFFSET
 
 TRAINING_DEFAULTS: dict[str, Any] = {
     "gamma": 0.99,

@@ -14,7 +14,8 @@ import gymnasium as gym
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 from ray.tune.registry import register_env
 
-ENV_NAME = "marl_bft"
+from marl_bft_rllib import ENV_NAME
+
 SEED_STRIDE = 1000
 
 

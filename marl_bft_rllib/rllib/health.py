@@ -42,7 +42,7 @@ def health_status_name(code: float) -> str:
 class HealthConfig:
     """Thresholds of the value-health monitor."""
 
-    window: int = 5
+    window: int = 10
     stuck_ev: float = 0.05
     stuck_tolerance: float = 0.5
     explode_factor: float = 100.0

@@ -85,7 +85,7 @@ class MonteCarloLearnerOptions:
     critic_grad_clip: float | None = None
     value_head_init: str = "lstsq"
     init_ridge: float = 1e-3
-    health_window: int = 5
+    health_window: int = 10
     health_stuck_ev: float = 0.05
     health_stuck_tolerance: float = 0.5
     health_explode_factor: float = 100.0

@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
@@ -35,11 +36,19 @@ from marl_bft_rllib.rllib.connector import (  # noqa: E402
     targets_and_advantages,
 )
 
+if TYPE_CHECKING:
+    from ray.rllib.connectors.connector_v2 import ConnectorV2
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+
+    Batch = dict[str, dict[str, torch.Tensor]]
+
 RESULTS = Path(__file__).resolve().parent / "results" / "connector_speed.json"
 OBS_DIM = 32
 
 
-def make_inputs(n_modules: int, steps: int, horizon: int, seed: int = 0):
+def make_inputs(
+    n_modules: int, steps: int, horizon: int, seed: int = 0
+) -> tuple[MultiRLModule, Batch, list[SingleAgentEpisode]]:
     """Modules, a batch of ``steps`` real steps per module in chunks, and matching episodes."""
     rng = np.random.default_rng(seed)
     obs_space = gym.spaces.Box(-1.0, 1.0, (OBS_DIM,), np.float32)
@@ -95,7 +104,13 @@ def make_inputs(n_modules: int, steps: int, horizon: int, seed: int = 0):
     return module, batch, episodes
 
 
-def time_piece(piece, module, batch, episodes, repeats: int) -> float:
+def time_piece(
+    piece: ConnectorV2,
+    module: MultiRLModule,
+    batch: Batch,
+    episodes: list[SingleAgentEpisode],
+    repeats: int,
+) -> float:
     """Median seconds per call."""
     times = []
     for _ in range(repeats):
@@ -107,6 +122,7 @@ def time_piece(piece, module, batch, episodes, repeats: int) -> float:
 
 
 def main() -> None:
+    """Time both connector pieces and both recursions, print and write the results JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5000, help="real steps per module")
@@ -134,7 +150,8 @@ def main() -> None:
             cols[m] = {k: v.numpy() for k, v in b.items() if k != Columns.OBS}
             cols[m]["values"] = module[m].compute_values(b).numpy().astype(np.float64)
 
-    def rllib_recursion():
+    def rllib_recursion() -> None:
+        """RLlib's GAE value-target recursion on every module's columns."""
         for c in cols.values():
             compute_value_targets(
                 values=c["values"],
@@ -145,7 +162,8 @@ def main() -> None:
                 lambda_=0.95,
             )
 
-    def our_recursion():
+    def our_recursion() -> None:
+        """Our value-target and advantage recursion on every module's columns."""
         for c in cols.values():
             targets_and_advantages(
                 c[Columns.REWARDS].astype(np.float64),

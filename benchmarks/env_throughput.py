@@ -20,11 +20,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from pettingzoo import ParallelEnv  # noqa: E402
 
 from marl_bft_rllib.env import BFTSecurityEnv  # noqa: E402
 
 
-def agent_steps_per_second(env, seconds: float, seed: int = 0) -> dict[str, float]:
+def agent_steps_per_second(env: ParallelEnv, seconds: float, seed: int = 0) -> dict[str, float]:
     """Step ``env`` with random actions for ``seconds``; return agent-steps/s and env-steps/s."""
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)

@@ -65,6 +65,7 @@ def _rtamt_spec(text: str):
 
 
 def main() -> None:
+    """Time ours against rtamt and the online monitor, print and write the results JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short timings (CI smoke run)")
     ap.add_argument("--rtamt-traces", type=int, default=None, help="rtamt traces per batch cell")
@@ -126,6 +127,7 @@ def main() -> None:
     steps = [{"a": a[t], "b": b[t]} for t in range(T)]
 
     def episode() -> None:
+        """Feed one whole episode to the online monitor and flush it."""
         for s in steps:
             mon.step(s)
         mon.flush()

@@ -66,6 +66,7 @@ class StockPPOWithStats(PPOTorchLearner):
     """Stock PPOTorchLearner (GAE) plus the measuring connector above; nothing else."""
 
     def build(self) -> None:
+        """Build the stock learner and append the value-statistics connector piece."""
         super().build()
         self._learner_connector.append(StockValueStats())
 
@@ -129,6 +130,7 @@ def summarise(runs: dict[str, list[list[dict]]], at: list[int]) -> dict[str, Any
 
 
 def main() -> None:
+    """Run every variant and seed, print the summary and write the results JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)

@@ -115,6 +115,7 @@ def logits_fn(module: Any) -> Callable[[np.ndarray], np.ndarray]:
     module.eval()
 
     def logits(batch: np.ndarray) -> np.ndarray:
+        """Action logits, shape (B, n_actions), for a (B, obs_dim) observation batch."""
         with torch.no_grad():
             out = module.forward_inference({Columns.OBS: torch.from_numpy(batch)})
         return out[Columns.ACTION_DIST_INPUTS].numpy()

@@ -114,6 +114,7 @@ def _search_spaces() -> dict[str, dict[str, Any]]:
 # -- argument parsing (no Ray needed) --------------------------------------------------------
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        """The integer in ``text``, or an argparse error if it is not one >= low."""
         try:
             value = int(text)
         except ValueError:
@@ -128,6 +129,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
+        """The number in ``text``, or an argparse error if it is outside the range."""
         try:
             value = float(text)
         except ValueError:

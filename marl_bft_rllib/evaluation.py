@@ -118,6 +118,7 @@ def random_policy(seed: int = 0) -> Policy:
     rng = np.random.default_rng(seed)
 
     def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """A uniformly random action for every replica in ``obs``."""
         acts = rng.integers(0, len(Action), len(obs))
         return {a: int(x) for a, x in zip(obs, acts, strict=True)}
 
@@ -133,6 +134,7 @@ def greedy_policy(
     """
 
     def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """The argmax action of its module's logits for every replica in ``obs``."""
         groups: dict[str, list[str]] = {}
         for agent in obs:
             groups.setdefault(module_for_agent(agent), []).append(agent)
@@ -154,6 +156,7 @@ def single_replica(policy: Policy, replica: str | None = None) -> Policy:
     """
 
     def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """The deciding replica's action, given to every replica in ``obs``."""
         who = replica if replica in obs else next(iter(obs))
         action = int(policy({who: obs[who]})[who])
         return dict.fromkeys(obs, action)

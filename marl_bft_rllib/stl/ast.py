@@ -66,10 +66,12 @@ class Predicate(Formula):
 
     @property
     def horizon(self) -> int:
+        """Steps of future the value at t depends on (None: unbounded)."""
         return 0
 
     @property
     def signals(self) -> frozenset[str]:
+        """Names of the signals the formula reads."""
         return frozenset((self.signal,))
 
     def __str__(self) -> str:
@@ -84,13 +86,16 @@ class Not(Formula):
 
     @property
     def horizon(self) -> int | None:
+        """Steps of future the value at t depends on (None: unbounded)."""
         return self.child.horizon
 
     @property
     def signals(self) -> frozenset[str]:
+        """Names of the signals the formula reads."""
         return self.child.signals
 
     def children(self) -> tuple[Formula, ...]:
+        """Direct sub-formulas."""
         return (self.child,)
 
     def __str__(self) -> str:
@@ -104,13 +109,16 @@ class _Binary(Formula):
 
     @property
     def horizon(self) -> int | None:
+        """Steps of future the value at t depends on (None: unbounded)."""
         return _max(self.left.horizon, self.right.horizon)
 
     @property
     def signals(self) -> frozenset[str]:
+        """Names of the signals the formula reads."""
         return self.left.signals | self.right.signals
 
     def children(self) -> tuple[Formula, ...]:
+        """Direct sub-formulas."""
         return (self.left, self.right)
 
 
@@ -149,13 +157,16 @@ class _Temporal(Formula):
 
     @property
     def horizon(self) -> int | None:
+        """Steps of future the value at t depends on (None: unbounded)."""
         return _add(self.hi, self.child.horizon)
 
     @property
     def signals(self) -> frozenset[str]:
+        """Names of the signals the formula reads."""
         return self.child.signals
 
     def children(self) -> tuple[Formula, ...]:
+        """Direct sub-formulas."""
         return (self.child,)
 
 
@@ -196,13 +207,16 @@ class Until(Formula):
 
     @property
     def horizon(self) -> int | None:
+        """Steps of future the value at t depends on (None: unbounded)."""
         return _add(self.hi, _max(self.left.horizon, self.right.horizon))
 
     @property
     def signals(self) -> frozenset[str]:
+        """Names of the signals the formula reads."""
         return self.left.signals | self.right.signals
 
     def children(self) -> tuple[Formula, ...]:
+        """Direct sub-formulas."""
         return (self.left, self.right)
 
     def __str__(self) -> str:

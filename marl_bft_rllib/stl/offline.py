@@ -159,6 +159,7 @@ def _compile(f: Formula) -> Program:
         child = _compile(f.child)
 
         def neg(env: dict[str, np.ndarray]) -> np.ndarray:
+            """Minus the child's robustness."""
             x = child(env)
             return np.negative(x, out=x)
 
@@ -168,6 +169,7 @@ def _compile(f: Formula) -> Program:
         op = np.minimum if isinstance(f, And) else np.maximum
 
         def binary(env: dict[str, np.ndarray]) -> np.ndarray:
+            """Elementwise min (And) or max (Or) of both children's robustness."""
             x = left(env)
             return op(x, right(env), out=x)
 

@@ -45,6 +45,7 @@ class _Ring:
         self.p = 0
 
     def push(self, v: np.ndarray) -> None:
+        """Append ``v`` as the newest entry, dropping the oldest."""
         self.p = (self.p + 1) % self.n
         self.data[self.p] = v
 
@@ -54,6 +55,7 @@ class _Ring:
         return self.data[self.p, ...]
 
     def get(self, age: int) -> np.ndarray:
+        """The entry pushed ``age`` steps before the newest (a view, not a copy)."""
         return self.data[(self.p - age) % self.n, ...]
 
 
@@ -61,6 +63,7 @@ class _Node:
     H: int
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Take step k's signals; return the robustness at step k - H, or None before it exists."""
         raise NotImplementedError
 
 
@@ -72,6 +75,7 @@ class _Pred(_Node):
         self.buf = np.empty(shape)
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The predicate's robustness at step k."""
         if self.pos:
             return np.subtract(sig[self.name], self.c, out=self.buf)
         return np.subtract(self.c, sig[self.name], out=self.buf)
@@ -83,6 +87,7 @@ class _Neg(_Node):
         self.buf = np.empty(shape)
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Minus the child's robustness at step k - H, or None before it exists."""
         x = self.child.step(k, sig)
         return None if x is None else np.negative(x, out=self.buf)
 
@@ -110,6 +115,7 @@ class _Binary(_Node):
         self.buf = np.empty(shape)
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Min or max of both children's robustness at step k - H, or None before it exists."""
         lv = self.dl(self.left.step(k, sig))
         rv = self.dr(self.right.step(k, sig))
         if k < self.H:
@@ -131,6 +137,7 @@ class _Window(_Node):
         self.buf = np.empty(shape)
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The windowed min or max robustness at step k - H, or None before it exists."""
         x = self.child.step(k, sig)
         if x is None:
             return None
@@ -174,6 +181,7 @@ class _Until(_Node):
         self.tmp = np.empty(shape)
 
     def step(self, k: int, sig: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The Until robustness at step k - H, or None before it exists."""
         phi = self.dl(self.left.step(k, sig))
         psi = self.dr(self.right.step(k, sig))
         if phi is None or psi is None:

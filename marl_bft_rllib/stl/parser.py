@@ -69,9 +69,11 @@ class _Parser:
 
     # -- helpers -------------------------------------------------------------------
     def peek(self) -> tuple[str, str, int]:
+        """The current token (kind, value, position), not consumed."""
         return self.toks[self.i]
 
     def error(self, expected: str) -> ValueError:
+        """A parse error naming what was expected and what was found at the current token."""
         kind, val, pos = self.peek()
         got = "end of input" if kind == "end" else repr(val)
         return ValueError(
@@ -79,6 +81,7 @@ class _Parser:
         )
 
     def accept(self, val: str) -> bool:
+        """Consume the current token if it is the operator ``val``; say whether it was."""
         kind, v, _ = self.peek()
         if kind == "op" and v == val:
             self.i += 1
@@ -86,29 +89,34 @@ class _Parser:
         return False
 
     def expect(self, val: str, what: str | None = None) -> None:
+        """Consume the operator ``val`` or raise a parse error."""
         if not self.accept(val):
             raise self.error(what or repr(val))
 
     # -- grammar -------------------------------------------------------------------
     def formula(self) -> Formula:
+        """Parse ``formula := or ( '->' formula )?``."""
         left = self.or_()
         if self.accept("->"):
             return Implies(left, self.formula())
         return left
 
     def or_(self) -> Formula:
+        """Parse ``or := and ( '|' and )*``."""
         left = self.and_()
         while self.accept("|"):
             left = Or(left, self.and_())
         return left
 
     def and_(self) -> Formula:
+        """Parse ``and := until ( '&' until )*``."""
         left = self.until()
         while self.accept("&"):
             left = And(left, self.until())
         return left
 
     def until(self) -> Formula:
+        """Parse ``until := unary ( 'U' interval? until )?``."""
         left = self.unary()
         if self.accept("U"):
             lo, hi = self.interval()
@@ -116,6 +124,7 @@ class _Parser:
         return left
 
     def unary(self) -> Formula:
+        """Parse ``unary := '!' unary | ('G' | 'F') interval? unary | atom``."""
         if self.accept("!"):
             return Not(self.unary())
         for name, cls in (("G", Always), ("F", Eventually)):
@@ -125,6 +134,7 @@ class _Parser:
         return self.atom()
 
     def interval(self) -> tuple[int, int | None]:
+        """Parse an optional ``[lo,hi]`` interval; ``(0, None)`` when absent."""
         if not self.accept("["):
             return 0, None
         lo = self.integer("an integer interval start >= 0")
@@ -142,6 +152,7 @@ class _Parser:
         return lo, hi
 
     def integer(self, what: str) -> int:
+        """Parse a non-negative integer literal, or raise naming ``what`` was expected."""
         kind, val, _ = self.peek()
         if kind != "num" or not val.isdigit():
             raise self.error(what)
@@ -149,6 +160,7 @@ class _Parser:
         return int(val)
 
     def atom(self) -> Formula:
+        """Parse ``atom := '(' formula ')' | NAME comparison NUMBER``."""
         if self.accept("("):
             f = self.formula()
             self.expect(")", "')'")

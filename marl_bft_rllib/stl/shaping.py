@@ -111,6 +111,7 @@ def _py_eval(f: Formula, trace: dict[str, list[float]]) -> tuple[Ev, int]:
         if isinstance(f, Always):
 
             def g(s: int, n: int) -> float:
+                """Min of the child's robustness over the window at ``s`` on a prefix of n."""
                 v = INF
                 for u in range(s + lo, min(s + hi + 1, n)):
                     x = ch(u, n)
@@ -121,6 +122,7 @@ def _py_eval(f: Formula, trace: dict[str, list[float]]) -> tuple[Ev, int]:
             return g, (hi - lo + 1) * w + 1
 
         def ev(s: int, n: int) -> float:
+            """Max of the child's robustness over the window at ``s`` on a prefix of n."""
             v = -INF
             for u in range(s + lo, min(s + hi + 1, n)):
                 x = ch(u, n)
@@ -135,6 +137,7 @@ def _py_eval(f: Formula, trace: dict[str, list[float]]) -> tuple[Ev, int]:
         assert hi is not None
 
         def until(s: int, n: int) -> float:
+            """Robustness of the Until node at position ``s`` on a prefix of length n."""
             acc, run = -INF, INF
             for u in range(s, min(s + hi + 1, n)):
                 if u >= s + lo:
@@ -154,7 +157,7 @@ class _Tracker:
         self.names = sorted(f.signals)
 
     def reset(self) -> None:
-        pass
+        """Forget any state kept from a previous episode."""
 
     def _arrays(self, a: int, b: int) -> dict[str, np.ndarray]:
         return {k: np.array(self.trace[k][a:b]) for k in self.names}
@@ -178,9 +181,11 @@ class _TopTemporal(_Tracker):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the robustness accumulated over positions that are already final."""
         self.final = INF if self.is_min else -INF
 
     def update(self, n: int) -> float:
+        """Value on the prefix of length n (called once per n = 1, 2, ...)."""
         H, lo = self.H, self.lo
         s0 = max(n - 1 - H, lo)  # s0 == n-1-H is final now; later positions are not
         if s0 > n - 1:
@@ -218,9 +223,11 @@ class _Bounded(_Tracker):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the final value of a previous episode."""
         self.value = None
 
     def update(self, n: int) -> float:
+        """Value on the prefix of length n (called once per n = 1, 2, ...)."""
         if self.value is not None:
             return self.value
         v = self.ev(0, n) if self.ev is not None else super().update(n)

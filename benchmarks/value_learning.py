@@ -1,7 +1,7 @@
 """Value learning: MonteCarloPPOTorchLearner against stock RLlib PPO on the default scenario.
 
 Same seeds, same env-step budget, same model and PPO settings; only the learner differs:
-- ``mc``: this project's learner (raw MC targets, vf_clip_param=inf, critic Adam 1e-3,
+- ``mc``: this project's learner (raw MC targets, vf_clip_param=inf, critic Adam 3e-4,
   least-squares value-head init);
 - ``stock``: RLlib's ``PPOTorchLearner`` (GAE targets, default ``vf_clip_param`` 10).
 Per iteration: value explained variance (masked, measured before the update on the

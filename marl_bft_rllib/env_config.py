@@ -69,7 +69,7 @@ class EnvConfig:
     source: str = "synthetic"
     split: str = "train"
     table_options: dict[str, Any] = field(default_factory=dict)
-    sensor_noise: float = 0.5
+    sensor_noise: float = 1.0
     history: int = 3
     fp_window: int = 20
     quarantine_steps: int = 10

@@ -13,11 +13,7 @@ from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action
 from marl_bft_rllib.bft import PBFTConsensus
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, make_source
-from marl_bft_rllib.metrics import (
-    add_counts,
-    detection_report,
-    stl_report,
-)
+from marl_bft_rllib.metrics import detection_report, stl_report
 from marl_bft_rllib.stl.shaping import STLShaper
 
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
@@ -302,10 +298,6 @@ class BFTSecurityEnv(ParallelEnv):
         out["breached"] = float(self._breached)
         out["length"] = float(self.t)
         return out
-
-    def confusion_counts(self) -> dict[str, int]:
-        """TP / TN / FP / FN of the committed decisions in this episode so far."""
-        return add_counts(self._counts, {})
 
     def _render_line(self, event: Any, votes: np.ndarray, result: Any, rewards: dict) -> str:
         names = "".join(ACTION_NAMES[int(v)][0].upper() for v in votes)

@@ -6,39 +6,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stl_strategies import bounded_formulas
 
 from marl_bft_rllib.stl import (
-    Always,
-    And,
-    Eventually,
     Formula,
-    Implies,
-    Not,
     OnlineMonitor,
-    Or,
     Predicate,
-    Until,
     robustness,
 )
 
 values = st.integers(-20, 20).map(lambda i: i / 10)
 preds = st.builds(Predicate, st.sampled_from("ab"), st.sampled_from([">", ">=", "<", "<="]), values)
-intervals = st.tuples(st.integers(0, 3), st.integers(0, 4)).map(lambda p: (p[0], p[0] + p[1]))
-
-
-def _extend(children: st.SearchStrategy[Formula]) -> st.SearchStrategy[Formula]:
-    return st.one_of(
-        st.builds(Not, children),
-        st.builds(And, children, children),
-        st.builds(Or, children, children),
-        st.builds(Implies, children, children),
-        st.builds(lambda c, i: Always(c, *i), children, intervals),
-        st.builds(lambda c, i: Eventually(c, *i), children, intervals),
-        st.builds(lambda x, y, i: Until(x, y, *i), children, children, intervals),
-    )
-
-
-bounded = st.recursive(preds, _extend, max_leaves=5)
+bounded = bounded_formulas(preds, max_lo=3, max_width=4, max_leaves=5)
 
 
 def run_online(f: Formula | str, tr: dict, batch: tuple[int, ...]) -> tuple[list, np.ndarray]:

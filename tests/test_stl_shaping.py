@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stl_strategies import bounded_formulas
 
 from marl_bft_rllib.stl import (
     DEFAULT_SPECS,
@@ -17,9 +18,7 @@ from marl_bft_rllib.stl import (
     And,
     Eventually,
     Formula,
-    Implies,
     Not,
-    Or,
     Predicate,
     STLShaper,
     Until,
@@ -55,22 +54,7 @@ values = st.integers(-10, 10).map(lambda i: i / 10)
 preds = st.builds(
     Predicate, st.sampled_from(["threat", "decided"]), st.sampled_from([">", "<="]), values
 )
-intervals = st.tuples(st.integers(0, 2), st.integers(0, 3)).map(lambda p: (p[0], p[0] + p[1]))
-
-
-def _extend(children: st.SearchStrategy[Formula]) -> st.SearchStrategy[Formula]:
-    return st.one_of(
-        st.builds(Not, children),
-        st.builds(And, children, children),
-        st.builds(Or, children, children),
-        st.builds(Implies, children, children),
-        st.builds(lambda c, i: Always(c, *i), children, intervals),
-        st.builds(lambda c, i: Eventually(c, *i), children, intervals),
-        st.builds(lambda x, y, i: Until(x, y, *i), children, children, intervals),
-    )
-
-
-bounded = st.recursive(preds, _extend, max_leaves=4)
+bounded = bounded_formulas(preds, max_lo=2, max_width=3, max_leaves=4)
 # top-level G / F over a bounded formula (incremental path), bounded formulas, and others
 shapes = st.one_of(
     st.builds(Always, bounded),

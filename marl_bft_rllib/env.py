@@ -10,13 +10,16 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action
-from marl_bft_rllib.bft import PBFTConsensus
+from marl_bft_rllib.bft import BEHAVIORS, PBFTConsensus
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, make_source
+from marl_bft_rllib.events.base import campaign_state_dim
 from marl_bft_rllib.metrics import detection_report, stl_report
 from marl_bft_rllib.stl.shaping import STLShaper
 
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
+VIEW_CHANGE_TAU = 10.0  # steps: view_change_recency = exp(-(steps since view change) / tau)
+STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that observation
 
 
 def outcome_reward(table: Mapping[str, float], label: int, action: int) -> float:
@@ -35,6 +38,15 @@ def confusion_key(label: int, action: int) -> str:
     if label:
         return "tp" if restrictive else "fn"
     return "fp" if restrictive else "tn"
+
+
+def _slices(sizes: Mapping[str, int]) -> dict[str, slice]:
+    """Consecutive named slices of the given sizes."""
+    layout, start = {}, 0
+    for name, size in sizes.items():
+        layout[name] = slice(start, start + size)
+        start += size
+    return layout
 
 
 class BFTSecurityEnv(ParallelEnv):
@@ -56,12 +68,24 @@ class BFTSecurityEnv(ParallelEnv):
 
     ## Observation Space
     ``Box(-inf, inf, (obs_dim,), float32)``, roughly unit scale, laid out as
-    ``[noisy event features (F) | host context (C) | own last votes (history) |
-    last committed decisions (history) | is primary, steps since view change,
-    episode progress t / horizon |
-    peers' last revealed votes (n) | convicted peers (n)]``. Votes and decisions are
-    severity / 3, with -1 for "none yet / not revealed". ``observation_layout()`` names
-    every slice.
+    ``[features (F): noisy event features | context (C): host context |
+    own_votes (history) | decisions (history): last committed decisions |
+    is_primary (1) | view_change_recency (1): exp(-steps since the last view change / 10) |
+    progress (1, only with time_limit="episodic"): t / horizon |
+    peer_votes (n): peers' last revealed votes | convicted (n): convicted peers]``.
+    Votes and decisions are severity / 3, with -1 for "none yet / not revealed".
+    ``observation_layout()`` names every slice.
+
+    ## State
+    ``state()`` / ``state_space``: ``Box(0, 1, (state_dim,), float32)``, what the
+    defenders cannot see, for a centralised critic (CTDE) at training time only; the
+    policy never reads it. Every step's infos carry it too, under ``"state"``.
+    ``state_layout()`` names the slices: ``byzantine`` (n, 1 for a Byzantine replica),
+    ``behavior`` (n x 8, one-hot of each Byzantine replica's behaviour in
+    ``bft.BEHAVIORS`` order, zeros for honest ones), ``primary`` (n, one-hot of the
+    current view's primary), ``campaign`` (the event source's ``campaign_state()``:
+    active, progress, next_event_recency, kill-chain stage one-hot (7), host one-hot
+    (n_hosts); zeros for a table source).
 
     ## Rewards
     Per honest replica and step: the reward table applied to the committed decision
@@ -74,8 +98,11 @@ class BFTSecurityEnv(ParallelEnv):
     are Byzantine and how they behave, the sensors and message drops.
 
     ## Episode End
-    ``terminated`` on a breach; ``truncated`` at ``horizon`` steps (or at the end of a
-    table window). All agents end together; ``agents`` is then empty.
+    ``terminated`` on a breach; at ``horizon`` steps (or at the end of a table window)
+    ``truncated`` with ``time_limit="unbounded"`` (default: the stream goes on, the
+    learner bootstraps V(s_T), and no time feature is observed) or ``terminated`` with
+    ``time_limit="episodic"`` (the horizon is part of the task and ``progress`` is
+    observed). All agents end together; ``agents`` is then empty.
 
     ## Arguments
     ``config``: an ``EnvConfig`` or a plain dict of its fields (RLlib's ``env_config``).
@@ -116,6 +143,10 @@ class BFTSecurityEnv(ParallelEnv):
         self._layout = self._build_layout()
         self.obs_dim = self._layout["convicted"].stop
         self._obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        self._state_layout = self._build_state_layout()
+        self.state_dim = self._state_layout["campaign"].stop
+        self.state_space = spaces.Box(0.0, 1.0, (self.state_dim,), np.float32)
+        self._behavior_index = {name: i for i, name in enumerate(BEHAVIORS)}
         self._act_space = spaces.Discrete(N_ACTIONS)
         self._seed_seq = np.random.SeedSequence(cfg.seed)
         self._episode = None
@@ -134,21 +165,46 @@ class BFTSecurityEnv(ParallelEnv):
         """Name of every slice of the observation vector."""
         return dict(self._layout)
 
+    def state_layout(self) -> dict[str, slice]:
+        """Name of every slice of the ``state()`` vector."""
+        return dict(self._state_layout)
+
     def _build_layout(self) -> dict[str, slice]:
         sizes = {
             "features": self.n_features,
             "context": self.n_context,
             "own_votes": self.config.history,
             "decisions": self.config.history,
-            "protocol": 3,
+            "is_primary": 1,
+            "view_change_recency": 1,
+            "progress": 1 if self.config.time_limit == "episodic" else 0,
             "peer_votes": self.n,
             "convicted": self.n,
         }
-        layout, start = {}, 0
-        for name, size in sizes.items():
-            layout[name] = slice(start, start + size)
-            start += size
-        return layout
+        return _slices(sizes)
+
+    def _build_state_layout(self) -> dict[str, slice]:
+        sizes = {
+            "byzantine": self.n,
+            "behavior": self.n * len(BEHAVIORS),
+            "primary": self.n,
+            "campaign": campaign_state_dim(self.n_hosts),
+        }
+        return _slices(sizes)
+
+    def state(self) -> np.ndarray:
+        """The global hidden state (``state_space``) at the current observation."""
+        lay = self._state_layout
+        out = np.zeros(self.state_dim, np.float32)
+        consensus = self._consensus
+        behavior = out[lay["behavior"]].reshape(self.n, len(BEHAVIORS))
+        for i, name in consensus.behaviors.items():
+            out[lay["byzantine"].start + i] = 1.0
+            behavior[i, self._behavior_index[name]] = 1.0
+        out[lay["behavior"]] = behavior.ravel()
+        out[lay["primary"].start + consensus.primary] = 1.0
+        out[lay["campaign"]] = self._events.campaign_state()
+        return out
 
     # -- episode ------------------------------------------------------------------------
     def reset(
@@ -169,7 +225,7 @@ class BFTSecurityEnv(ParallelEnv):
         self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)
         self._decisions = np.full(cfg.history, -1.0, np.float32)
         self._peer_votes = np.full(self.n, -1.0, np.float32)
-        self._last_view_change = 0
+        self._last_view_change = -(10**9)  # never: recency 0
         self._fp_hist = np.zeros((cfg.fp_window, 2), np.int64)  # (false positive, benign)
         self._quarantine_until = np.zeros(self.n_hosts, np.int64)
         self._counts = {"tp": 0, "tn": 0, "fp": 0, "fn": 0}
@@ -177,7 +233,8 @@ class BFTSecurityEnv(ParallelEnv):
         self._render_lines = []
         self._event = self._events.current()
         obs = self._observe()
-        infos = {a: {"label": int(self._event.label)} for a in self.agents}
+        state = self.state()
+        infos = {a: {"label": int(self._event.label), STATE_INFO_KEY: state} for a in self.agents}
         return obs, infos
 
     def step(self, actions: Mapping[str, int]) -> tuple[dict, dict, dict, dict, dict]:
@@ -232,9 +289,10 @@ class BFTSecurityEnv(ParallelEnv):
         if result.view_changes:
             self._last_view_change = self.t
 
-        terminated = bool(outcome.breached)
+        # Breach: terminal. Horizon: terminal only when time is part of the task.
+        terminated = bool(outcome.breached) or (last and cfg.time_limit == "episodic")
         truncated = not terminated and last
-        self._breached = terminated
+        self._breached = bool(outcome.breached)
         step_info = {
             "label": label,
             "decision": decision,
@@ -245,12 +303,13 @@ class BFTSecurityEnv(ParallelEnv):
             self._render_lines.append(self._render_line(event, votes, result, rewards))
         if last:
             step_info["episode_metrics"] = self.episode_metrics()
-        infos = {a: dict(step_info) for a in self.agents}
         terms = dict.fromkeys(self.agents, terminated)
         truncs = dict.fromkeys(self.agents, truncated)
         if not last:
             self._event = self._events.current()
         obs = self._observe()
+        step_info[STATE_INFO_KEY] = self.state()
+        infos = {a: dict(step_info) for a in self.agents}
         if last:
             self.agents = []
         return obs, rewards, terms, truncs, infos
@@ -264,12 +323,12 @@ class BFTSecurityEnv(ParallelEnv):
         obs[:, lay["context"]] = self._event.context
         obs[:, lay["own_votes"]] = self._own_votes
         obs[:, lay["decisions"]] = self._decisions
-        primary = self._consensus.primary
-        proto = lay["protocol"].start
-        obs[:, proto] = 0.0
-        obs[primary, proto] = 1.0
-        obs[:, proto + 1] = min(1.0, (self.t - self._last_view_change) / self.config.horizon)
-        obs[:, proto + 2] = self.t / self.config.horizon
+        obs[:, lay["is_primary"]] = 0.0
+        obs[self._consensus.primary, lay["is_primary"]] = 1.0
+        obs[:, lay["view_change_recency"]] = np.exp(
+            -(self.t - self._last_view_change) / VIEW_CHANGE_TAU
+        )
+        obs[:, lay["progress"]] = self.t / self.config.horizon  # empty slice if unbounded
         obs[:, lay["peer_votes"]] = self._peer_votes
         obs[:, lay["convicted"]] = self._consensus.convicted
         return {self.possible_agents[i]: obs[i] for i in self.honest}

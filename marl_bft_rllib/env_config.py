@@ -16,6 +16,13 @@ from marl_bft_rllib.stl.shaping import DEFAULT_SPECS, SHAPING_MODES, SIGNALS, va
 # below it. Shared by RLlib's evaluation runners and evaluate.py.
 HELD_OUT_SEED_OFFSET = 10**6
 
+# Time-limit semantics (Pardo et al. 2018, "Time Limits in Reinforcement Learning"):
+# "unbounded": the stream has no natural end, the horizon only cuts it; time stays out
+#   of the observation and the horizon is a truncation (the learner bootstraps V(s_T)).
+# "episodic": the horizon is part of the task; the observation carries t / horizon and
+#   the horizon step is terminal (no bootstrap).
+TIME_LIMITS = ("unbounded", "episodic")
+
 DEFAULT_REWARD_TABLE: dict[str, float] = {
     "tp": 10.0,
     "tn": 1.0,
@@ -73,6 +80,7 @@ class EnvConfig:
     history: int = 3
     fp_window: int = 20
     quarantine_steps: int = 10
+    time_limit: str = "unbounded"
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +156,8 @@ class EnvConfig:
         reserved = sorted({"path", "split", "episode_length"} & set(self.table_options))
         if reserved:
             raise ValueError(f"table_options: {reserved} are set by source / split / horizon")
+        if self.time_limit not in TIME_LIMITS:
+            raise ValueError(f"time_limit: expected one of {TIME_LIMITS}, got {self.time_limit!r}")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split: expected 'train', 'val' or 'test', got {self.split!r}")
         if self.seed is not None and (

@@ -39,8 +39,39 @@ class Outcome:
     exhausted: bool  # the source has no further event (end of a table window)
 
 
+CAMPAIGN_STATE_FIELDS: tuple[str, ...] = ("active", "progress", "next_event_recency")
+NEXT_EVENT_TAU = 10.0  # slots: next_event_recency = exp(-(slots to next event) / tau)
+
+
+def campaign_state_dim(n_hosts: int) -> int:
+    """Length of ``EpisodeEvents.campaign_state()``: 3 scalars, the stage and the host."""
+    return len(CAMPAIGN_STATE_FIELDS) + len(KILL_CHAIN) + n_hosts
+
+
+def campaign_state_vector(
+    n_hosts: int, *, progress: float, slots_to_next: int, stage: int, host: int
+) -> np.ndarray:
+    """The hidden state of an active campaign in the ``campaign_state()`` layout."""
+    out = np.zeros(campaign_state_dim(n_hosts), np.float32)
+    k = len(CAMPAIGN_STATE_FIELDS)
+    out[:k] = (1.0, progress, np.exp(-slots_to_next / NEXT_EVENT_TAU))
+    out[k + stage] = 1.0
+    out[k + len(KILL_CHAIN) + host] = 1.0
+    return out
+
+
 class EpisodeEvents(Protocol):
     """The event stream of one episode; it reacts to the committed decisions."""
+
+    def campaign_state(self) -> np.ndarray:
+        """Hidden attack state, ``campaign_state_dim(n_hosts)`` float32 (zeros: none known).
+
+        Layout: ``active`` (an uncontained campaign has events to come), ``progress``
+        (fraction of its events already past), ``next_event_recency`` (exp(-slots until
+        its next event / 10)), the kill-chain stage of that next event (one-hot, 7), and
+        its host (one-hot, n_hosts). Privileged: only a centralised critic may read it.
+        """
+        ...
 
     def current(self) -> Event:
         """The event awaiting a decision."""

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from marl_bft_rllib.events.base import KILL_CHAIN, Event, Outcome
+from marl_bft_rllib.events.base import (
+    KILL_CHAIN,
+    Event,
+    Outcome,
+    campaign_state_dim,
+    campaign_state_vector,
+)
 from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -377,6 +383,24 @@ class SyntheticEpisode:
             self._camp[s] = -1
             self._stage[s] = -1
             self._score[s] = v
+
+    def campaign_state(self) -> np.ndarray:
+        """Hidden state of the latest campaign (``events.base`` layout; zeros if none active)."""
+        c = len(self._slots) - 1
+        if c < 0 or self._contained[c] or self._done:
+            return np.zeros(campaign_state_dim(self._n_hosts), np.float32)
+        slots = self._slots[c]
+        i = int(np.searchsorted(slots, self._t))  # first of its events not yet decided
+        if i >= slots.size:
+            return np.zeros(campaign_state_dim(self._n_hosts), np.float32)
+        j = self._bounds[c] + i
+        return campaign_state_vector(
+            self._n_hosts,
+            progress=i / slots.size,
+            slots_to_next=int(slots[i]) - self._t,
+            stage=int(self._cstage[j]),
+            host=int(self._chost[j]),
+        )
 
     @property
     def t(self) -> int:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from marl_bft_rllib.events.base import Event, Outcome
+from marl_bft_rllib.events.base import Event, Outcome, campaign_state_dim
 from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -162,10 +162,27 @@ def _as_float(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 class TabularEpisode:
     """One window of consecutive rows; never breaches, exhausted at the window end."""
 
-    __slots__ = ("_feat", "_ctx", "_label", "_host", "_camp", "_n", "_t", "_event", "window")
+    __slots__ = (
+        "_feat",
+        "_ctx",
+        "_label",
+        "_host",
+        "_camp",
+        "_n",
+        "_t",
+        "_event",
+        "window",
+        "_no_campaign",
+    )
 
     def __init__(
-        self, feat: np.ndarray, ctx: np.ndarray, label: np.ndarray, host: np.ndarray, window: int
+        self,
+        feat: np.ndarray,
+        ctx: np.ndarray,
+        label: np.ndarray,
+        host: np.ndarray,
+        window: int,
+        n_hosts: int = 1,
     ) -> None:
         self._feat = feat
         self._ctx = ctx
@@ -176,6 +193,11 @@ class TabularEpisode:
         self.window = window
         self._t = 0
         self._event = self._build(0)
+        self._no_campaign = np.zeros(campaign_state_dim(n_hosts), np.float32)
+
+    def campaign_state(self) -> np.ndarray:
+        """Zeros: a labelled table carries no campaign state."""
+        return self._no_campaign
 
     def _build(self, t: int) -> Event:
         """Wrap row t of the window as an Event."""
@@ -463,4 +485,6 @@ class TabularSource:
         L = self.config.episode_length
         lo, hi = w * L, w * L + min(L, int(horizon))
         ctx = self._tracker.run(self.hosts[lo:hi], np.arange(hi - lo), self.scores[lo:hi])
-        return TabularEpisode(self.features[lo:hi], ctx, self.labels[lo:hi], self.hosts[lo:hi], w)
+        return TabularEpisode(
+            self.features[lo:hi], ctx, self.labels[lo:hi], self.hosts[lo:hi], w, self.n_hosts
+        )

@@ -105,24 +105,6 @@ def load_modules(checkpoint: Path) -> dict[str, Any]:
     return modules
 
 
-def logits_fn(module: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Action logits of a torch RLModule for a batch of observations (inference pass)."""
-    import torch
-    from ray.rllib.core.columns import Columns
-
-    # One small batch per env step: extra threads only add overhead (30x slower on 2 cores).
-    torch.set_num_threads(1)
-    module.eval()
-
-    def logits(batch: np.ndarray) -> np.ndarray:
-        """Action logits, shape (B, n_actions), for a (B, obs_dim) observation batch."""
-        with torch.no_grad():
-            out = module.forward_inference({Columns.OBS: torch.from_numpy(batch)})
-        return out[Columns.ACTION_DIST_INPUTS].numpy()
-
-    return logits
-
-
 def module_mapping(module_ids: Sequence[str], agents: Sequence[str]) -> Callable[[str], str]:
     """Which module acts for which replica: its own module if present, else the only one."""
     if set(agents) <= set(module_ids):
@@ -439,6 +421,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise EvaluationError(f"{what}: {e}") from None
     check_spaces(modules, env, what)
     mapping = module_mapping(list(modules), env.possible_agents)
+    from marl_bft_rllib.rllib.inference import logits_fn
+
+    for m in modules.values():
+        m.eval()
     greedy = greedy_policy({mid: logits_fn(m) for mid, m in modules.items()}, mapping)
 
     seeds = held_out_seeds(args.episodes, args.seed_offset)

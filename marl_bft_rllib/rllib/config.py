@@ -7,13 +7,16 @@ import math
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET
 from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
+from marl_bft_rllib.rllib.critic import STATE_DIM_KEY, CentralCriticPPOTorchRLModule
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPOTorchLearner
 from marl_bft_rllib.rllib.registration import register
 
 SHARED_POLICY = "shared"
+CRITICS = ("central", "local")
 EVAL_SEED_OFFSET = HELD_OUT_SEED_OFFSET
 
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -57,13 +60,25 @@ def _training_keys() -> set[str]:
 
 
 def build_ppo_config(
-    env_config: dict | None = None, *, shared_policy: bool = True, **training: Any
+    env_config: dict | None = None,
+    *,
+    shared_policy: bool = True,
+    critic: str = "central",
+    **training: Any,
 ) -> PPOConfig:
-    """Multi-agent PPO on ``marl_bft`` with raw Monte Carlo value targets and env metrics."""
-    from marl_bft_rllib.env_config import EnvConfig
+    """Multi-agent PPO on ``marl_bft`` with raw Monte Carlo value targets and env metrics.
 
+    ``critic``: "central" (the value function reads obs + the env's ``state()``, CTDE)
+    or "local" (RLlib's default module: the value function reads the observation only).
+    """
+    from marl_bft_rllib.env import BFTSecurityEnv
+
+    if critic not in CRITICS:
+        raise ValueError(f"critic: must be one of {CRITICS}, got {critic!r}")
     env_config = dict(env_config or {})
-    n_replicas = EnvConfig.from_any(env_config).n_replicas  # validates env_config early
+    env = BFTSecurityEnv(env_config)  # validates env_config early
+    n_replicas, state_dim = env.n, env.state_dim
+    env.close()
     bad = sorted(set(training) - _training_keys())
     if bad:
         raise ValueError(
@@ -90,6 +105,11 @@ def build_ppo_config(
         .callbacks(MarlBftCallbacks)
         .training(**{**TRAINING_DEFAULTS, **training})
     )
+    if critic == "central":
+        config = config.rl_module(
+            rl_module_spec=RLModuleSpec(module_class=CentralCriticPPOTorchRLModule),
+            model_config={**MODEL_DEFAULTS, STATE_DIM_KEY: state_dim},
+        )
     return config
 
 

@@ -41,6 +41,13 @@ from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
 
 ADVANTAGE_ESTIMATORS = ("gae", "mc")
 STANDARDIZE_MODES = ("batch", "module")
+# Which values the advantages use (the value targets always bootstrap with the critic):
+# "critic": V itself; "fitted": beta * (V - mean(V)), beta in [0, 1] the value that
+# minimises the advantages' variance on this fresh batch (variance_optimal_coef), so a
+# critic that does not generalise falls back to no baseline, and V's level, which only
+# acts at terminations, is left out (see MonteCarloLearnerOptions); "zero": V = 0 ("no
+# critic", an ablation).
+VALUE_BASELINES = ("critic", "fitted", "zero")
 
 # (module_id, module, module_batch, value_targets_all_rows, loss_mask) -> re-initialised?
 ValueHeadInitFn = Callable[[str, Any, dict, np.ndarray, np.ndarray], bool]
@@ -77,23 +84,46 @@ def targets_and_advantages(
     gamma: float,
     lambda_: float,
     estimator: str = "gae",
+    baseline: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw MC value targets and unstandardised advantages over a module batch (all rows)."""
+    """Raw MC value targets and unstandardised advantages over a module batch (all rows).
+
+    The targets bootstrap with ``values``; the advantages use ``baseline`` (all rows,
+    default ``values``) in place of V, bootstrap included.
+    """
     ends, terminated = _chunk_layout(mask, terminateds, truncateds)
     lengths = np.diff(ends, prepend=-1) - 1
     bootstrap = np.where(terminated, 0.0, values[ends])
-    r, v = rewards[mask], values[mask]
+    r = rewards[mask]
     returns = monte_carlo_returns(r, lengths, bootstrap, gamma)
+    base = values if baseline is None else baseline
+    base_bootstrap = np.where(terminated, 0.0, base[ends])
+    v = base[mask]
     if estimator == "gae":
-        adv = gae_advantages(r, v, lengths, bootstrap, gamma, lambda_)
+        adv = gae_advantages(r, v, lengths, base_bootstrap, gamma, lambda_)
     else:
-        adv = returns - v
+        adv = monte_carlo_returns(r, lengths, base_bootstrap, gamma) - v
     targets = np.empty(mask.shape[0], dtype=np.float32)
     targets[mask] = returns
     targets[ends] = bootstrap
     advantages = np.zeros(mask.shape[0], dtype=np.float32)
     advantages[mask] = adv
     return targets, advantages
+
+
+def variance_optimal_coef(adv_constant: np.ndarray, adv_critic: np.ndarray) -> float:
+    """beta in [0, 1] minimising Var(A_0 + beta * (A_v - A_0)) over real steps.
+
+    Advantages are linear in the baseline, so with the baseline beta * (V - mean(V))
+    they are A_0 + beta * (A_v - A_0), where A_0 uses no baseline and A_v uses V - mean(V).
+    A critic that does not reduce the advantages' variance on this fresh batch gets
+    beta = 0: no baseline beyond the standardisation.
+    """
+    d = adv_critic - adv_constant
+    var = float(d.var())
+    if adv_constant.size < 2 or var <= 0.0:
+        return 0.0
+    return float(np.clip(-np.mean((adv_constant - adv_constant.mean()) * d) / var, 0.0, 1.0))
 
 
 def value_stats(targets: np.ndarray, values: np.ndarray) -> dict[str, float]:
@@ -123,11 +153,12 @@ class MonteCarloValueTargets(ConnectorV2):
         lambda_: float,
         advantage_estimator: str = "gae",
         standardize_advantages: str = "batch",
+        value_baseline: str = "critic",
         value_head_init_fn: ValueHeadInitFn | None = None,
         stats_fn: StatsFn | None = None,
         **kwargs,
     ) -> None:
-        """Set the discount, GAE lambda, estimator ("gae" | "mc") and standardisation scope."""
+        """Set the discount, GAE lambda, estimator, standardisation scope and baseline."""
         super().__init__(input_observation_space, input_action_space, **kwargs)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma: must be in [0, 1], got {gamma}")
@@ -143,6 +174,11 @@ class MonteCarloValueTargets(ConnectorV2):
                 f"standardize_advantages: must be one of {STANDARDIZE_MODES}, "
                 f"got {standardize_advantages!r}"
             )
+        if value_baseline not in VALUE_BASELINES:
+            raise ValueError(
+                f"value_baseline: must be one of {VALUE_BASELINES}, got {value_baseline!r}"
+            )
+        self.value_baseline = value_baseline
         self.gamma = float(gamma)
         self.lambda_ = float(lambda_)
         self.advantage_estimator = advantage_estimator
@@ -152,8 +188,9 @@ class MonteCarloValueTargets(ConnectorV2):
 
     @staticmethod
     def _values(module: Any, module_batch: dict) -> np.ndarray:
-        with torch.no_grad():
-            return convert_to_numpy(module.compute_values(module_batch)).astype(np.float64)
+        with torch.no_grad():  # unwrapped: a DDP wrapper has no compute_values
+            values = module.unwrapped().compute_values(module_batch)
+        return convert_to_numpy(values).astype(np.float64)
 
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
         """Add value targets and advantages for every module with a value function."""
@@ -182,7 +219,7 @@ class MonteCarloValueTargets(ConnectorV2):
                 lambda_=self.lambda_,
                 estimator=self.advantage_estimator,
             )
-            values = self._values(module, module_batch)
+            values = fresh = self._values(module, module_batch)
             targets, adv = compute(values)
             # Honest figures: measured on the fresh batch, before any update.
             stats = value_stats(targets[mask], values[mask])
@@ -190,8 +227,21 @@ class MonteCarloValueTargets(ConnectorV2):
                 mid, module, module_batch, targets, mask
             ):
                 # The head changed: recompute bootstraps and advantages with it.
-                targets, adv = compute(self._values(module, module_batch))
+                values = self._values(module, module_batch)
+                targets, adv = compute(values)
                 stats["value_head_initialised"] = 1.0
+            if self.value_baseline == "fitted":
+                # Fitted with the critic's predictions before any change (a head just
+                # initialised on this batch would be fitted in-sample).
+                deviation = fresh - fresh[mask].mean()
+                _, adv_c = compute(values, baseline=np.zeros_like(fresh))
+                _, adv_v = compute(values, baseline=deviation)
+                beta = variance_optimal_coef(adv_c[mask], adv_v[mask])
+                adv = adv_c + beta * (adv_v - adv_c)
+                stats["baseline_coef"] = beta
+            elif self.value_baseline == "zero":
+                _, adv = compute(values, baseline=np.zeros_like(values))
+                stats["baseline_coef"] = 0.0
             if self.stats_fn is not None:
                 self.stats_fn(mid, stats)
             results[mid] = (mask, targets, adv)

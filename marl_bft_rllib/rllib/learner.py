@@ -36,8 +36,10 @@ from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER
 from marl_bft_rllib.rllib.connector import (
     ADVANTAGE_ESTIMATORS,
     STANDARDIZE_MODES,
+    VALUE_BASELINES,
     MonteCarloValueTargets,
 )
+from marl_bft_rllib.rllib.critic import AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ VALUE_PRED_MEAN_KEY = "value_pred_mean"
 VALUE_PRED_STD_KEY = "value_pred_std"
 VALUE_HEALTH_KEY = "value_health"
 VALUE_HEAD_INIT_KEY = "value_head_initialised"
+BASELINE_COEF_KEY = "value_baseline_coef"
 
 
 @dataclass
@@ -63,6 +66,13 @@ class MonteCarloLearnerOptions:
 
     advantage_estimator: "gae" (GAE(lambda) with the config's lambda_) or "mc" (G - V).
     standardize_advantages: "batch" (all modules together) or "module".
+    value_baseline: what the advantages use as V: "fitted" (default: beta * (V -
+        mean(V)), beta in [0, 1] minimising the variance of the fresh batch's
+        advantages, so a critic that does not generalise is switched off; V's level is
+        left out because with returns near -300 every breach, a terminal state of value
+        0, would otherwise look like an escape: delta_T = r_T - V > 0),
+        "critic" (V itself) or "zero" (no critic, an ablation). Value targets always
+        bootstrap with V and are never rescaled.
     separate_critic_optimizer: own Adam for critic encoder + value head.
     critic_lr: learning rate of that Adam (the policy keeps ``config.lr``). 3e-4 by
         default: on the default scenario (3 seeds x 30 iterations) 1e-2 overfit each
@@ -74,6 +84,10 @@ class MonteCarloLearnerOptions:
         "lstsq" (ridge least squares on its input features), "scale" (1-D least squares
         of the targets on the head's current output), "bias" (shift only), "none".
     init_ridge: ridge strength of "lstsq", relative to the mean feature variance.
+    value_head_refit: redo the ``value_head_init`` fit on every train batch (after the
+        honest pre-update figures are taken), not only on the first: Adam moves a raw
+        output by about lr per step, far slower than the returns' scale drifts while
+        the policy improves; the closed-form fit tracks it. Targets stay raw.
     health_*: thresholds of ``HealthConfig`` (window, stuck_ev, stuck_tolerance,
         explode_factor).
     warn_vf_clip: warn when ``vf_clip_param`` is below the scale of the returns.
@@ -81,11 +95,13 @@ class MonteCarloLearnerOptions:
 
     advantage_estimator: str = "gae"
     standardize_advantages: str = "batch"
+    value_baseline: str = "fitted"
     separate_critic_optimizer: bool = True
     critic_lr: float = 3e-4
     critic_grad_clip: float | None = None
     value_head_init: str = "lstsq"
     init_ridge: float = 1e-3
+    value_head_refit: bool = False
     health_window: int = 10
     health_stuck_ev: float = 0.05
     health_stuck_tolerance: float = 0.5
@@ -103,6 +119,10 @@ class MonteCarloLearnerOptions:
                 f"standardize_advantages: must be one of {STANDARDIZE_MODES}, "
                 f"got {self.standardize_advantages!r}"
             )
+        if self.value_baseline not in VALUE_BASELINES:
+            raise ValueError(
+                f"value_baseline: must be one of {VALUE_BASELINES}, got {self.value_baseline!r}"
+            )
         if not (isinstance(self.critic_lr, (int, float)) and self.critic_lr > 0):
             raise ValueError(f"critic_lr: must be a positive number, got {self.critic_lr!r}")
         if self.critic_grad_clip is not None and not self.critic_grad_clip > 0:
@@ -113,6 +133,8 @@ class MonteCarloLearnerOptions:
             raise ValueError(
                 f"value_head_init: must be one of {VALUE_HEAD_INITS}, got {self.value_head_init!r}"
             )
+        if not isinstance(self.value_head_refit, bool):
+            raise ValueError(f"value_head_refit: must be a bool, got {self.value_head_refit!r}")
         if not self.init_ridge >= 0:
             raise ValueError(f"init_ridge: must be >= 0, got {self.init_ridge!r}")
         self.health_config()  # validates the health_* fields
@@ -178,12 +200,20 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             )
             return
         self._learner_connector.remove("GeneralAdvantageEstimation")
+        if any(
+            getattr(self.module[mid].unwrapped(), "uses_critic_state", False)
+            for mid in self.module.keys()
+        ):
+            self._learner_connector.insert_after(
+                "AddObservationsFromEpisodesToBatch", AddCriticStateToBatch()
+            )
         self._learner_connector.append(
             MonteCarloValueTargets(
                 gamma=self.config.gamma,
                 lambda_=self.config.lambda_,
                 advantage_estimator=self.mc_options.advantage_estimator,
                 standardize_advantages=self.mc_options.standardize_advantages,
+                value_baseline=self.mc_options.value_baseline,
                 value_head_init_fn=self._maybe_init_value_head,
                 stats_fn=self._log_value_stats,
             )
@@ -259,13 +289,16 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         targets: np.ndarray,
         mask: np.ndarray,
     ) -> bool:
-        """Initialise the value head's last layer from this batch, once, before any step."""
-        if module_id in self._value_head_checked:
-            return False
-        self._value_head_checked.add(module_id)
+        """Fit the value head's last layer on this batch: once before any step, or every batch."""
         method = self.mc_options.value_head_init
-        if method == "none" or self._critic_optimizer(module_id).state:
-            return False  # disabled, or already trained / restored from a checkpoint
+        if method == "none":
+            return False
+        if not self.mc_options.value_head_refit:
+            if module_id in self._value_head_checked:
+                return False
+            self._value_head_checked.add(module_id)
+            if self._critic_optimizer(module_id).state:
+                return False  # already trained, or restored from a checkpoint
         head = getattr(module.unwrapped(), "vf", None)
         linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if head else []
         if not linears or linears[-1].out_features != 1:
@@ -328,6 +361,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             VALUE_PRED_STD_KEY: stats["pred_std"],
             VALUE_HEALTH_KEY: float(status),
             VALUE_HEAD_INIT_KEY: stats.get("value_head_initialised", 0.0),
+            BASELINE_COEF_KEY: stats.get("baseline_coef", 1.0),
         }
         for key, value in values.items():
             self.metrics.log_value((module_id, key), value, window=1)

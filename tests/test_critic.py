@@ -1,0 +1,163 @@
+"""The centralised critic: state() reaches the loss, targets stay raw, the policy needs obs only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from test_learner import RecordingMixin, hand_targets
+
+from marl_bft_rllib.env import BFTSecurityEnv
+from marl_bft_rllib.rllib import MODEL_DEFAULTS, MonteCarloPPOTorchLearner, build_ppo_config
+from marl_bft_rllib.rllib.connector import variance_optimal_coef
+from marl_bft_rllib.rllib.critic import (
+    CRITIC_STATE,
+    STATE_DIM_KEY,
+    CentralCriticPPOTorchRLModule,
+)
+from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
+
+ENV = {"horizon": 100, "seed": 4, "n_byzantine": 1, "threat_rate": 0.2}
+
+
+class RecordingStateLearner(RecordingMixin, MonteCarloPPOTorchLearner):
+    """Also records the critic-state column of the loss batch."""
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        out = super().compute_loss_for_module(
+            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+        )
+        self.records[-1][CRITIC_STATE] = batch[CRITIC_STATE].cpu().numpy()
+        self.records[-1][Columns.OBS] = batch[Columns.OBS].cpu().numpy()
+        return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two small iterations of the default (central critic) config; a saved checkpoint."""
+    torch.set_num_threads(1)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    config = build_ppo_config(
+        ENV, train_batch_size_per_learner=300, minibatch_size=None, num_epochs=1
+    ).learners(learner_class=RecordingStateLearner)
+    algo = config.build_algo()
+    path = tmp_path_factory.mktemp("ckpt")
+    try:
+        for _ in range(2):
+            result = algo.train()
+        records = algo.learner_group._learner.records
+        algo.save_to_path(str(path))
+        module = algo.learner_group._learner.module["shared"]  # the full module, with critic
+        yield records, result, module, path
+    finally:
+        algo.stop()
+        ray.shutdown()
+
+
+def test_default_config_uses_the_central_critic(trained):
+    _, result, module, _ = trained
+    assert isinstance(module, CentralCriticPPOTorchRLModule)
+    assert "value_baseline_coef" in result["learners"]["shared"]
+
+
+def test_loss_batch_carries_the_env_state_row_by_row(trained):
+    records, _, _, _ = trained
+    env = BFTSecurityEnv(ENV)
+    lay = env.state_layout()
+    for rec in records:
+        state = rec[CRITIC_STATE]
+        assert state.shape == (rec[Columns.OBS].shape[0], env.state_dim)
+        assert env.state_space.contains(state[0].astype(np.float32))
+        # One Byzantine replica per episode: exactly one flag in every row, phantom rows too.
+        np.testing.assert_array_equal(state[:, lay["byzantine"]].sum(axis=1), 1.0)
+        assert state[:, lay["campaign"]].any()  # real campaign state, not zeros
+
+
+def test_targets_stay_raw_discounted_returns_with_the_central_critic(trained):
+    records, _, _, _ = trained
+    gamma = build_ppo_config(ENV).gamma
+    for rec in records:
+        mask = rec[Columns.LOSS_MASK].astype(bool)
+        expected, kinds = hand_targets(rec, gamma)
+        assert kinds["truncated"] >= 1  # horizon ends bootstrap (time_limit "unbounded")
+        np.testing.assert_allclose(
+            rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
+        )
+        assert np.abs(rec[Postprocessing.VALUE_TARGETS][mask]).max() > 20  # not standardised
+
+
+def test_inference_only_module_has_no_critic():
+    env = BFTSecurityEnv(ENV)
+    runner = RLModuleSpec(
+        module_class=CentralCriticPPOTorchRLModule,
+        observation_space=env.observation_space("replica_0"),
+        action_space=env.action_space("replica_0"),
+        model_config={**MODEL_DEFAULTS, STATE_DIM_KEY: env.state_dim},
+        inference_only=True,
+    ).build()
+    assert not any(n.startswith("encoder.critic_encoder") for n, _ in runner.named_parameters())
+    obs = torch.zeros(2, env.obs_dim)
+    assert runner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].shape == (2, 4)
+    with pytest.raises(ValueError, match="inference-only"):
+        runner.compute_values({Columns.OBS: obs})
+
+
+def test_critic_reads_the_state(trained):
+    records, _, module, _ = trained
+    rec = records[-1]
+    batch = {
+        Columns.OBS: torch.from_numpy(rec[Columns.OBS][:50]),
+        CRITIC_STATE: torch.from_numpy(rec[CRITIC_STATE][:50]),
+    }
+    with torch.no_grad():
+        v = module.compute_values(batch)
+        batch[CRITIC_STATE] = torch.zeros_like(batch[CRITIC_STATE])
+        v0 = module.compute_values(batch)
+        del batch[CRITIC_STATE]
+        with pytest.raises(ValueError, match=CRITIC_STATE):
+            module.compute_values(batch)
+    assert not torch.allclose(v, v0)
+
+
+def test_restored_policy_acts_from_the_observation_alone(trained):
+    records, _, module, path = trained
+    restored = MultiRLModule.from_checkpoint(str(path / "learner_group" / "learner" / "rl_module"))
+    obs = torch.from_numpy(records[-1][Columns.OBS][:20])
+    with torch.no_grad():
+        got = restored["shared"].forward_inference({Columns.OBS: obs})
+        want = module.forward_inference({Columns.OBS: obs})
+    torch.testing.assert_close(got[Columns.ACTION_DIST_INPUTS], want[Columns.ACTION_DIST_INPUTS])
+
+
+def test_variance_optimal_coef_falls_back_to_a_constant_baseline():
+    rng = np.random.default_rng(0)
+    adv_c = rng.standard_normal(5000) * 10
+    useless = adv_c + rng.standard_normal(5000) * 10  # critic adds independent noise
+    assert variance_optimal_coef(adv_c, useless) == 0.0
+    helpful = adv_c - 0.8 * adv_c  # critic removes 80% of the variation
+    assert variance_optimal_coef(adv_c, helpful) == pytest.approx(1.0)
+    # A critic whose error is as large as what it explains: beta = 1/2.
+    noisy = adv_c + (-adv_c + rng.standard_normal(5000) * 10)
+    assert variance_optimal_coef(adv_c, noisy) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"value_baseline": "magic"}, "value_baseline"),
+        ({"value_head_refit": "yes"}, "value_head_refit"),
+    ],
+)
+def test_lever_options_are_validated(options, field):
+    with pytest.raises(ValueError, match=field):
+        MonteCarloLearnerOptions(**options)
+
+
+def test_bad_critic_choice_names_the_field():
+    with pytest.raises(ValueError, match="critic"):
+        build_ppo_config(critic="telepathic")

@@ -1,20 +1,36 @@
-"""Value learning: MonteCarloPPOTorchLearner against stock RLlib PPO on the default scenario.
+"""Value learning: this project's learner against stock RLlib PPO, measured the same way.
 
-Same seeds, same env-step budget, same model and PPO settings; only the learner differs:
-- ``mc``: this project's learner (raw MC targets, vf_clip_param=inf, critic Adam 3e-4,
-  least-squares value-head init);
-- ``stock``: RLlib's ``PPOTorchLearner`` (GAE targets, default ``vf_clip_param`` 10).
-Per iteration: value explained variance (masked, measured before the update on the
-fresh batch, for both learners the same way), unclipped value loss, and greedy
-evaluation F1 on held-out seeds. Writes ``benchmarks/results/value_learning.json``.
+Same seeds, env-step budget, model and PPO settings for every variant; only what the
+variant names changes:
+- ``ours``: the project's defaults (``build_ppo_config()``: raw MC value targets,
+  centralised critic, fitted baseline, ...);
+- ``stock``: plain RLlib PPO: default RLModule (local critic), ``PPOTorchLearner`` with
+  RLlib's GAE and its default ``vf_clip_param`` 10;
+- ``nocritic``: ours with V = 0 in the advantages and bootstraps (what the critic buys).
+A variant may carry overrides: ``ours:lambda_=0.7,critic=local,value_baseline=critic``
+(``PPOConfig.training`` keys, ``MonteCarloLearnerOptions`` fields, ``critic``, and
+``EnvConfig`` fields such as ``time_limit=episodic``, which apply to training and
+evaluation episodes alike).
 
-    python benchmarks/value_learning.py               # 3 seeds x 30 iterations
-    python benchmarks/value_learning.py --quick       # 2 seeds x 10 iterations
+After every iteration, for every variant the same way:
+- greedy evaluation F1 (pooled) on the same fixed held-out episodes (seeds from
+  ``HELD_OUT_SEED_OFFSET``), played outside RLlib, so nothing is smoothed;
+- the critic's explained variance on the fresh batch, before the update, over real
+  steps, against the same raw Monte Carlo returns (for stock too);
+- the training return (mean over the episodes that ended in that iteration);
+- env steps and wall time.
+Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
+
+    python benchmarks/value_learning.py               # the lever rows, 3 seeds x 30 iterations
+    python benchmarks/value_learning.py --iters 10 \
+        --variants stock:lambda_=0.95 stock:lambda_=0.5 stock:gamma=0.95 \
+        --out benchmarks/results/value_learning_grid.json    # stock's (gamma, lambda) grid
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -29,84 +45,139 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
-from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.numpy import convert_to_numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
+from marl_bft_rllib.evaluation import held_out_seeds  # noqa: E402
 from marl_bft_rllib.metrics import explained_variance  # noqa: E402
-from marl_bft_rllib.rllib import add_evaluation, build_ppo_config, env_metric  # noqa: E402
+from marl_bft_rllib.rllib import build_ppo_config  # noqa: E402
+from marl_bft_rllib.rllib.config import map_to_shared  # noqa: E402
+from marl_bft_rllib.rllib.connector import targets_and_advantages  # noqa: E402
+from marl_bft_rllib.rllib.inference import greedy_evaluation  # noqa: E402
 from marl_bft_rllib.rllib.learner import (  # noqa: E402
+    BASELINE_COEF_KEY,
     VALUE_EV_KEY,
-    VALUE_LOSS_KEY,
     MonteCarloLearnerOptions,
 )
 
+MC_FIELDS = {f.name for f in dataclasses.fields(MonteCarloLearnerOptions)}
+ENV_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)} - {"seed"}
 RESULTS = Path(__file__).resolve().parent / "results" / "value_learning.json"
+REPORT_AT = (1, 3, 5, 10, 20, 30)
+# One row per lever: each variant changes one thing against "ours".
+DEFAULT_VARIANTS = (
+    "ours",
+    "stock",
+    "nocritic",
+    "ours:critic=local",
+    "ours:value_baseline=critic",
+    "ours:time_limit=episodic",
+)
+F1_GOAL = 0.9
 
 
 class StockValueStats(ConnectorV2):
-    """Logs the stock learner's masked, pre-update value EV and loss (same keys as ours)."""
+    """Logs the stock critic's masked, pre-update EV against raw MC returns (as ours does)."""
+
+    def __init__(self, *args: Any, gamma: float, **kwargs: Any) -> None:
+        """Remember the discount of the raw returns."""
+        super().__init__(*args, **kwargs)
+        self.gamma = gamma
 
     def __call__(self, *, rl_module, batch, episodes, metrics=None, **kwargs):
+        """Compute raw MC returns of the batch and log EV of the critic against them."""
         for mid, mb in batch.items():
-            if Postprocessing.VALUE_TARGETS not in mb:
-                continue
             mask = convert_to_numpy(mb[Columns.LOSS_MASK]).astype(bool)
             with torch.no_grad():
-                v = convert_to_numpy(rl_module[mid].compute_values(mb))[mask]
-            t = convert_to_numpy(mb[Postprocessing.VALUE_TARGETS])[mask]
+                v = convert_to_numpy(rl_module[mid].unwrapped().compute_values(mb))
+            targets, _ = targets_and_advantages(
+                convert_to_numpy(mb[Columns.REWARDS]).astype(np.float64),
+                v.astype(np.float64),
+                convert_to_numpy(mb[Columns.TERMINATEDS]).astype(bool),
+                convert_to_numpy(mb[Columns.TRUNCATEDS]).astype(bool),
+                mask,
+                gamma=self.gamma,
+                lambda_=1.0,
+            )
             if metrics is not None:
-                metrics.log_value((mid, VALUE_EV_KEY), explained_variance(t, v), window=1)
-                metrics.log_value((mid, VALUE_LOSS_KEY), float(np.mean((v - t) ** 2)), window=1)
+                ev = explained_variance(targets[mask], v[mask])
+                metrics.log_value((mid, VALUE_EV_KEY), ev, window=1)
         return batch
 
 
 class StockPPOWithStats(PPOTorchLearner):
-    """Stock PPOTorchLearner (GAE) plus the measuring connector above; nothing else."""
+    """Stock PPOTorchLearner (GAE) plus the measuring piece above, placed before GAE."""
 
     def build(self) -> None:
-        """Build the stock learner and append the value-statistics connector piece."""
+        """Build the stock learner and insert the value-statistics piece before GAE."""
         super().build()
-        self._learner_connector.append(StockValueStats())
+        self._learner_connector.insert_before(
+            "GeneralAdvantageEstimation", StockValueStats(gamma=self.config.gamma)
+        )
 
 
 def _parse(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
-def run(variant: str, seed: int, iters: int, batch: int, eval_episodes: int) -> list[dict]:
-    """Train one (variant, seed) and return per-iteration figures."""
-    training: dict[str, Any] = {"train_batch_size_per_learner": batch}
-    if variant == "stock":
-        training["vf_clip_param"] = 10.0  # RLlib's default
-    config = build_ppo_config({"seed": seed}, **training).debugging(seed=seed)
-    if variant == "stock":
-        config = config.learners(learner_class=StockPPOWithStats)
-    elif variant != "mc":  # "mc:key=value,key=value": this learner with other options
-        opts = {k: _parse(v) for k, v in (kv.split("=") for kv in variant[3:].split(","))}
-        config = config.learners(
-            learner_config_dict=MonteCarloLearnerOptions(**opts).to_learner_config_dict()
-        )
-    config = add_evaluation(config, interval=1, duration=eval_episodes)
+def build_variant(name: str, seed: int, batch: int, envs: int) -> Any:
+    """The PPOConfig of one variant (see the module docstring) for one seed."""
+    base, _, rest = name.partition(":")
+    overrides = {k: _parse(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    options = {k: overrides.pop(k) for k in list(overrides) if k in MC_FIELDS}
+    env = {k: overrides.pop(k) for k in list(overrides) if k in ENV_FIELDS}
+    critic = overrides.pop("critic", "local" if base == "stock" else "central")
+    training: dict[str, Any] = {"train_batch_size_per_learner": batch, **overrides}
+    if base == "stock":
+        training.setdefault("vf_clip_param", 10.0)  # RLlib's default
+    elif base == "nocritic":
+        options.setdefault("value_baseline", "zero")
+    elif base != "ours":
+        raise ValueError(f"variant: unknown base {base!r}; expected ours, stock or nocritic")
+    env_config = {**env, "seed": seed}
+    config = build_ppo_config(env_config, critic=critic, **training).debugging(seed=seed)
+    config = config.env_runners(num_envs_per_env_runner=envs).reporting(
+        metrics_num_episodes_for_smoothing=max(1, batch // 200)  # ~ one iteration's episodes
+    )
+    if base == "stock":
+        if options:
+            raise ValueError(f"variant {name!r}: learner options do not apply to stock PPO")
+        return config.learners(learner_class=StockPPOWithStats)
+    mc = MonteCarloLearnerOptions(**options)
+    return config.learners(learner_config_dict=mc.to_learner_config_dict())
+
+
+def run(variant: str, seed: int, args: argparse.Namespace) -> list[dict]:
+    """Train one (variant, seed); greedy-evaluate on the fixed episodes after each iteration."""
+    config = build_variant(variant, seed, args.batch, args.envs_per_runner)
+    eval_env = {k: v for k, v in config.env_config.items() if k != "seed"}
     algo = config.build_algo()
-    rows = []
+    seeds = held_out_seeds(args.eval_episodes)
+    rows, wall = [], 0.0
     try:
-        for it in range(1, iters + 1):
+        for it in range(1, args.iters + 1):
             t0 = time.perf_counter()
             r = algo.train()
+            wall += time.perf_counter() - t0
+            modules = {"shared": algo.get_module("shared")}
+            ev = greedy_evaluation(modules, map_to_shared, eval_env, seeds)
             m = r["learners"]["shared"]
             rows.append(
                 {
                     "iteration": it,
+                    "eval_f1": ev.summary()["f1"],
                     "explained_var": float(m.get(VALUE_EV_KEY, math.nan)),
-                    "value_loss_unclipped": float(m.get(VALUE_LOSS_KEY, math.nan)),
-                    "eval_f1": env_metric(r, "pooled_f1", evaluation=True),
+                    "baseline_coef": float(m.get(BASELINE_COEF_KEY, math.nan)),
                     "train_return": float(r["env_runners"].get("episode_return_mean", math.nan)),
-                    "seconds": time.perf_counter() - t0,
+                    "env_steps": int(r["env_runners"].get("num_env_steps_sampled_lifetime", 0)),
+                    "train_seconds": wall,
                 }
             )
             print(variant, seed, rows[-1], flush=True)
@@ -115,17 +186,29 @@ def run(variant: str, seed: int, iters: int, batch: int, eval_episodes: int) -> 
     return rows
 
 
-def summarise(runs: dict[str, list[list[dict]]], at: list[int]) -> dict[str, Any]:
-    """Mean over seeds of EV, value loss and eval F1 at the given iterations."""
-    out: dict[str, Any] = {}
-    for variant, seeds in runs.items():
-        out[variant] = {}
-        for it in at:
-            pts = [rows[it - 1] for rows in seeds if len(rows) >= it]
-            out[variant][str(it)] = {
-                k: float(np.nanmean([p[k] for p in pts]))
-                for k in ("explained_var", "value_loss_unclipped", "eval_f1")
-            }
+def first_reach(rows: list[dict], key: str) -> float:
+    """``key`` at the first iteration with eval F1 >= F1_GOAL (nan if never)."""
+    return next((float(r[key]) for r in rows if r["eval_f1"] >= F1_GOAL), math.nan)
+
+
+def summarise(seeds: list[list[dict]]) -> dict[str, Any]:
+    """Per-variant figures, mean over seeds, plus every seed's values for the headline ones."""
+    iters = min(len(rows) for rows in seeds)
+    f1 = np.array([[r["eval_f1"] for r in rows[:iters]] for rows in seeds])
+    ev = np.array([[r["explained_var"] for r in rows[:iters]] for rows in seeds])
+    ret = np.array([[r["train_return"] for r in rows[:iters]] for rows in seeds])
+    out: dict[str, Any] = {
+        "mean_f1_it1_10": float(f1[:, :10].mean()),
+        "mean_f1_it1_10_per_seed": f1[:, :10].mean(axis=1).round(3).tolist(),
+        "f1_at": {str(i): float(f1[:, i - 1].mean()) for i in REPORT_AT if i <= iters},
+        "ev_at": {str(i): float(np.nanmean(ev[:, i - 1])) for i in REPORT_AT if i <= iters},
+        "return_at": {str(i): float(np.nanmean(ret[:, i - 1])) for i in REPORT_AT if i <= iters},
+        "ev_last5": float(np.nanmean(ev[:, -5:])),
+    }
+    for key in ("iteration", "env_steps", "train_seconds"):
+        per_seed = [first_reach(rows, key) for rows in seeds]
+        out[f"first_f1_{F1_GOAL}_{key}"] = float(np.mean(per_seed))  # nan if any seed never
+        out[f"first_f1_{F1_GOAL}_{key}_per_seed"] = per_seed
     return out
 
 
@@ -135,41 +218,40 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument(
-        "--variants", nargs="+", default=["mc", "stock"], help="mc, stock, or mc:opt=val,..."
-    )
-    parser.add_argument("--quick", action="store_true", help="2 seeds x 10 iterations")
+    parser.add_argument("--envs-per-runner", type=int, default=4)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.quick:
-        args.iters, args.seeds = 10, 2
+    for v in args.variants:  # fail on a bad variant before any training
+        build_variant(v, 0, args.batch, args.envs_per_runner)
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    runs: dict[str, list[list[dict]]] = {}
-    for variant in args.variants:
-        runs[variant] = [
-            run(variant, seed, args.iters, args.batch, args.eval_episodes)
-            for seed in range(args.seeds)
-        ]
+    runs = {v: [run(v, seed, args) for seed in range(args.seeds)] for v in args.variants}
     ray.shutdown()
-    at = sorted({i for i in (1, 5, 10, 20, 30, args.iters) if i <= args.iters})
-    summary = summarise(runs, at)
+    summary = {v: summarise(seeds) for v, seeds in runs.items()}
     report = {
         "benchmark": "value_learning",
-        "command": " ".join(sys.argv),
-        "iters": args.iters,
-        "seeds": args.seeds,
-        "env_steps_per_iter": args.batch,
+        "command": "python benchmarks/value_learning.py " + " ".join(sys.argv[1:]),
+        "args": {k: str(v) for k, v in vars(args).items()},
         "machine": platform.platform(),
         "summary_mean_over_seeds": summary,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    for variant, pts in summary.items():
-        for it, vals in pts.items():
-            print(f"{variant:>8} it {it:>3}: " + " ".join(f"{k} {v:.3f}" for k, v in vals.items()))
+    key = f"first_f1_{F1_GOAL}"
+    print(
+        f"{'variant':<40} meanF1(1-10) "
+        + " ".join(f"F1@{i:<3}" for i in REPORT_AT)
+        + f" it>={F1_GOAL} steps>={F1_GOAL} EV(last5)"
+    )
+    for v, s in summary.items():
+        f1s = " ".join(f"{s['f1_at'].get(str(i), math.nan):6.3f}" for i in REPORT_AT)
+        print(
+            f"{v:<40} {s['mean_f1_it1_10']:12.3f} {f1s} {s[key + '_iteration']:7.1f} "
+            f"{s[key + '_env_steps']:10.0f} {s['ev_last5']:9.3f}"
+        )
     print(f"wrote {args.out}")
 
 

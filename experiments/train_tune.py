@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "search": "none",
     "scheduler": "none",
     "num_env_runners": 0,  # 2-core machine: sampling in the trial's own process is fastest
-    "envs_per_runner": 1,
+    "envs_per_runner": 4,  # vectorised: 4.4 s per 2,000-step iteration against 7.6 s at 1
     "num_learners": 0,
     "gpus_per_learner": 0.0,
     "stop_iters": 100,
@@ -100,7 +100,7 @@ def _search_spaces() -> dict[str, dict[str, Any]]:
         "lr": tune.loguniform(5e-5, 2e-3),
         "entropy_coeff": tune.loguniform(1e-3, 5e-2),
         "gamma": tune.choice([0.95, 0.98, 0.99, 0.995]),
-        "lambda": tune.uniform(0.8, 1.0),
+        "lambda": tune.uniform(0.5, 1.0),
         # The config dict's key for train_batch_size_per_learner (a property).
         "_train_batch_size_per_learner": tune.choice([1000, 2000, 4000]),
     }

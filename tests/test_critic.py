@@ -161,3 +161,25 @@ def test_lever_options_are_validated(options, field):
 def test_bad_critic_choice_names_the_field():
     with pytest.raises(ValueError, match="critic"):
         build_ppo_config(critic="telepathic")
+
+
+def test_episodic_time_limit_ends_without_bootstrap(trained):
+    """With time_limit="episodic" the horizon is terminal: targets are plain sums to the end."""
+    env = {**ENV, "time_limit": "episodic", "horizon": 40}
+    config = build_ppo_config(
+        env, train_batch_size_per_learner=200, minibatch_size=None, num_epochs=1
+    ).learners(learner_class=RecordingStateLearner)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        records = algo.learner_group._learner.records
+    finally:
+        algo.stop()
+    gamma = config.gamma
+    for rec in records:
+        mask = rec[Columns.LOSS_MASK].astype(bool)
+        expected, kinds = hand_targets(rec, gamma)
+        assert kinds["terminated"] >= 3  # every horizon end, no bootstrap
+        np.testing.assert_allclose(
+            rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
+        )

@@ -12,6 +12,11 @@ from marl_bft_rllib.rllib.config import (
     build_ppo_config,
 )
 from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
+from marl_bft_rllib.rllib.critic import (
+    CRITIC_STATE,
+    AddCriticStateToBatch,
+    CentralCriticPPOTorchRLModule,
+)
 from marl_bft_rllib.rllib.health import (
     HealthConfig,
     ValueHealthMonitor,
@@ -23,6 +28,9 @@ from marl_bft_rllib.rllib.registration import ENV_NAME, env_creator, register
 from marl_bft_rllib.rllib.returns import discounted_cumsum, gae_advantages, monte_carlo_returns
 
 __all__ = [
+    "CRITIC_STATE",
+    "AddCriticStateToBatch",
+    "CentralCriticPPOTorchRLModule",
     "ENV_METRICS_KEY",
     "ENV_NAME",
     "EVAL_SEED_OFFSET",

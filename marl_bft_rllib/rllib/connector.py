@@ -25,11 +25,13 @@ bootstrap); only "terminated and not truncated" means a true terminal state here
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
@@ -111,6 +113,34 @@ def targets_and_advantages(
     return targets, advantages
 
 
+def allreduce_sum(rows: Any) -> np.ndarray:
+    """Element-wise sum over all learners (torch.distributed), as float64; identity alone."""
+    x = np.asarray(rows, dtype=np.float64)
+    if not (dist.is_available() and dist.is_initialized()):
+        return x
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if (dist.get_backend() == "nccl")
+        else torch.device("cpu")
+    )
+    t = torch.as_tensor(x, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().numpy()
+
+
+def variance_optimal_coef_from_moments(
+    n: float, sum_a: float, sum_d: float, sum_ad: float, sum_dd: float
+) -> float:
+    """``variance_optimal_coef`` from the sums n, sum(a), sum(d), sum(a * d), sum(d * d)."""
+    if n < 2:
+        return 0.0
+    var = sum_dd / n - (sum_d / n) ** 2
+    if var <= 1e-12 * max(sum_dd / n, 1e-300):
+        return 0.0
+    cov = sum_ad / n - (sum_a / n) * (sum_d / n)
+    return float(np.clip(-cov / var, 0.0, 1.0))
+
+
 def variance_optimal_coef(adv_constant: np.ndarray, adv_critic: np.ndarray) -> float:
     """beta in [0, 1] minimising Var(A_0 + beta * (A_v - A_0)) over real steps.
 
@@ -119,11 +149,11 @@ def variance_optimal_coef(adv_constant: np.ndarray, adv_critic: np.ndarray) -> f
     A critic that does not reduce the advantages' variance on this fresh batch gets
     beta = 0: no baseline beyond the standardisation.
     """
-    d = adv_critic - adv_constant
-    var = float(d.var())
-    if adv_constant.size < 2 or var <= 0.0:
-        return 0.0
-    return float(np.clip(-np.mean((adv_constant - adv_constant.mean()) * d) / var, 0.0, 1.0))
+    a = np.asarray(adv_constant, dtype=np.float64)
+    d = np.asarray(adv_critic, dtype=np.float64) - a
+    return variance_optimal_coef_from_moments(
+        a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()
+    )
 
 
 def value_stats(targets: np.ndarray, values: np.ndarray) -> dict[str, float]:
@@ -192,68 +222,110 @@ class MonteCarloValueTargets(ConnectorV2):
             values = module.unwrapped().compute_values(module_batch)
         return convert_to_numpy(values).astype(np.float64)
 
-    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
-        """Add value targets and advantages for every module with a value function."""
-        results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for mid, module_batch in batch.items():
-            if mid not in rl_module or not isinstance(rl_module[mid].unwrapped(), ValueFunctionAPI):
-                continue
-            module = rl_module[mid]
-            if module.is_stateful():
-                raise ValueError(
-                    f"module {mid!r}: stateful (recurrent) modules are not supported by "
-                    "MonteCarloValueTargets; use a feed-forward model"
-                )
-            mask = convert_to_numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
-            rewards = convert_to_numpy(module_batch[Columns.REWARDS]).astype(np.float64)
-            terminateds = convert_to_numpy(module_batch[Columns.TERMINATEDS]).astype(bool)
-            truncateds = convert_to_numpy(module_batch[Columns.TRUNCATEDS]).astype(bool)
-
-            compute = functools.partial(
-                targets_and_advantages,
-                rewards,
-                terminateds=terminateds,
-                truncateds=truncateds,
-                mask=mask,
-                gamma=self.gamma,
-                lambda_=self.lambda_,
-                estimator=self.advantage_estimator,
+    def _module_pass(self, mid: str, module: Any, module_batch: dict) -> dict[str, Any]:
+        """Targets, candidate advantages and honest value figures of one module's batch."""
+        if module.is_stateful():
+            raise ValueError(
+                f"module {mid!r}: stateful (recurrent) modules are not supported by "
+                "MonteCarloValueTargets; use a feed-forward model"
             )
-            values = fresh = self._values(module, module_batch)
+        mask = convert_to_numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
+        compute = functools.partial(
+            targets_and_advantages,
+            convert_to_numpy(module_batch[Columns.REWARDS]).astype(np.float64),
+            terminateds=convert_to_numpy(module_batch[Columns.TERMINATEDS]).astype(bool),
+            truncateds=convert_to_numpy(module_batch[Columns.TRUNCATEDS]).astype(bool),
+            mask=mask,
+            gamma=self.gamma,
+            lambda_=self.lambda_,
+            estimator=self.advantage_estimator,
+        )
+        values = fresh = self._values(module, module_batch)
+        targets, adv = compute(values)
+        # Honest figures: measured on the fresh batch, before any update.
+        stats = value_stats(targets[mask], values[mask])
+        if self.value_head_init_fn is not None and self.value_head_init_fn(
+            mid, module, module_batch, targets, mask
+        ):
+            # The head changed: recompute bootstraps and advantages with it.
+            values = self._values(module, module_batch)
             targets, adv = compute(values)
-            # Honest figures: measured on the fresh batch, before any update.
-            stats = value_stats(targets[mask], values[mask])
-            if self.value_head_init_fn is not None and self.value_head_init_fn(
-                mid, module, module_batch, targets, mask
-            ):
-                # The head changed: recompute bootstraps and advantages with it.
-                values = self._values(module, module_batch)
-                targets, adv = compute(values)
-                stats["value_head_initialised"] = 1.0
-            if self.value_baseline == "fitted":
-                # Fitted with the critic's predictions before any change (a head just
-                # initialised on this batch would be fitted in-sample).
-                deviation = fresh - fresh[mask].mean()
-                _, adv_c = compute(values, baseline=np.zeros_like(fresh))
-                _, adv_v = compute(values, baseline=deviation)
-                beta = variance_optimal_coef(adv_c[mask], adv_v[mask])
-                adv = adv_c + beta * (adv_v - adv_c)
-                stats["baseline_coef"] = beta
-            elif self.value_baseline == "zero":
-                _, adv = compute(values, baseline=np.zeros_like(values))
-                stats["baseline_coef"] = 0.0
-            if self.stats_fn is not None:
-                self.stats_fn(mid, stats)
-            results[mid] = (mask, targets, adv)
+            stats["value_head_initialised"] = 1.0
+        if self.value_baseline == "zero":
+            _, adv = compute(values, baseline=np.zeros_like(values))
+            stats["baseline_coef"] = 0.0
+        return {"mask": mask, "compute": compute, "values": values, "fresh": fresh,
+                "targets": targets, "adv": adv, "stats": stats}  # fmt: skip
 
-        if self.standardize_advantages == "batch" and results:
-            real = np.concatenate([adv[mask] for mask, _, adv in results.values()])
-            mean, std = (real.mean(), real.std()) if real.size else (0.0, 1.0)
-        for mid, (mask, targets, adv) in results.items():
-            if self.standardize_advantages == "module":
-                real = adv[mask]
-                mean, std = (real.mean(), real.std()) if real.size else (0.0, 1.0)
-            adv = np.where(mask, (adv - mean) / max(float(std), 1e-4), 0.0).astype(np.float32)
+    def _fit_baselines(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
+        """Replace each module's advantages by the variance-optimal blend (all learners)."""
+        # The critic's predictions before any change (a head just initialised on this
+        # batch would be fitted in-sample), centred on their mean over every learner.
+        sums = allreduce_sum(
+            [
+                [p["fresh"][p["mask"]].sum(), p["mask"].sum()] if (p := parts.get(mid)) else [0, 0]
+                for mid in order
+            ]
+        )
+        moments = []
+        for k, mid in enumerate(order):
+            p = parts.get(mid)
+            if p is None:
+                moments.append(np.zeros(5))
+                continue
+            mean = sums[k, 0] / max(sums[k, 1], 1.0)
+            _, p["adv_0"] = p["compute"](p["values"], baseline=np.zeros_like(p["fresh"]))
+            _, adv_v = p["compute"](p["values"], baseline=p["fresh"] - mean)
+            p["delta"] = adv_v - p["adv_0"]
+            a, d = p["adv_0"][p["mask"]], p["delta"][p["mask"]]
+            moments.append(np.array([a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()]))
+        moments = allreduce_sum(moments)
+        for k, mid in enumerate(order):
+            if (p := parts.get(mid)) is not None:
+                beta = variance_optimal_coef_from_moments(*moments[k])
+                p["adv"] = p["adv_0"] + beta * p["delta"]
+                p["stats"]["baseline_coef"] = beta
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
+        """Add value targets and advantages for every module with a value function.
+
+        With several learners (DDP) every statistic that shapes the advantages (the
+        baseline fit and the standardisation) is summed over all learners' shards, so
+        the result is that of the whole batch; every learner calls the same reductions
+        in the same order (all value modules, sorted, zeros for one absent from a shard).
+        """
+        order = sorted(
+            mid
+            for mid in rl_module.keys()
+            if isinstance(rl_module[mid].unwrapped(), ValueFunctionAPI)
+        )
+        parts = {
+            mid: self._module_pass(mid, rl_module[mid], batch[mid]) for mid in order if mid in batch
+        }
+        if self.value_baseline == "fitted":
+            self._fit_baselines(order, parts)
+        for mid, p in parts.items():
+            if self.stats_fn is not None:
+                self.stats_fn(mid, p["stats"])
+
+        moments = allreduce_sum(
+            [
+                [p["mask"].sum(), p["adv"][p["mask"]].sum(), np.square(p["adv"][p["mask"]]).sum()]
+                if (p := parts.get(mid))
+                else [0, 0, 0]
+                for mid in order
+            ]
+        )
+        if self.standardize_advantages == "batch":
+            moments[:] = moments.sum(axis=0)
+        for k, mid in enumerate(order):
+            if (p := parts.get(mid)) is None:
+                continue
+            n, total, squares = moments[k]
+            mean = total / n if n else 0.0
+            std = math.sqrt(max(squares / n - mean**2, 0.0)) if n else 1.0
+            mask, targets = p["mask"], p["targets"]
+            adv = np.where(mask, (p["adv"] - mean) / max(std, 1e-4), 0.0).astype(np.float32)
             ref = batch[mid][Columns.REWARDS]
             if isinstance(ref, torch.Tensor):  # the default pipeline is tensors by now
                 targets = torch.from_numpy(targets).to(ref.device)

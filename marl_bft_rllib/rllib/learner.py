@@ -38,6 +38,7 @@ from marl_bft_rllib.rllib.connector import (
     STANDARDIZE_MODES,
     VALUE_BASELINES,
     MonteCarloValueTargets,
+    allreduce_sum,
 )
 from marl_bft_rllib.rllib.critic import AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
@@ -313,9 +314,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         finally:
             hook.remove()
         x = captured[0].detach().cpu().double().numpy().reshape(mask.shape[0], -1)[mask]
-        y = targets[mask].astype(np.float64)
-        if y.size == 0:
-            return False
+        y = targets[mask].astype(np.float64)  # may be empty on one learner's shard: sums are 0
         w_old = last.weight.detach().cpu().double().numpy().reshape(-1)
         b_old = float(last.bias.detach().cpu().item()) if last.bias is not None else 0.0
         w, b = _fit_last_layer(method, x, y, w_old, b_old, self.mc_options.init_ridge)
@@ -391,18 +390,32 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
 def _fit_last_layer(
     method: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, ridge: float
 ) -> tuple[np.ndarray, float]:
-    """New (weight, bias) of a 1-output linear layer with input features x for targets y."""
+    """New (weight, bias) of a 1-output linear layer with input features x for targets y.
+
+    Fitted from sufficient statistics summed over every learner (``allreduce_sum``), so
+    with several learners each one computes the same head from the whole batch.
+    """
     if method == "lstsq":
-        xm, ym = x.mean(axis=0), y.mean()
-        xc = x - xm
-        gram = xc.T @ xc
-        reg = ridge * max(float(np.trace(gram)) / max(x.shape[1], 1), 1e-8)
-        w_new = np.linalg.solve(gram + reg * np.eye(x.shape[1]), xc.T @ (y - ym))
+        d = x.shape[1]
+        sums = allreduce_sum(
+            np.concatenate([[y.size, y.sum()], x.sum(axis=0), (x.T @ x).ravel(), x.T @ y])
+        )
+        n, sy = max(sums[0], 1.0), sums[1]
+        sx, xtx, xty = sums[2 : 2 + d], sums[2 + d : 2 + d + d * d], sums[2 + d + d * d :]
+        xm, ym = sx / n, sy / n
+        gram = xtx.reshape(d, d) - n * np.outer(xm, xm)
+        reg = ridge * max(float(np.trace(gram)) / max(d, 1), 1e-8)
+        w_new = np.linalg.solve(gram + reg * np.eye(d), xty - n * xm * ym)
         return w_new, float(ym - xm @ w_new)
     pred = x @ w + b
+    n, sp, sy, spp, spy = allreduce_sum(
+        [y.size, pred.sum(), y.sum(), (pred * pred).sum(), (pred * y).sum()]
+    )
+    n = max(n, 1.0)
+    pm, ymean = sp / n, sy / n
     if method == "scale":
-        var = pred.var()
-        scale = float(np.mean((pred - pred.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
-        return w * scale, float(y.mean() - scale * (pred.mean() - b))
+        var = spp / n - pm**2
+        scale = float((spy / n - pm * ymean) / var) if var > 0 else 0.0
+        return w * scale, float(ymean - scale * (pm - b))
     # "bias": shift the output to the mean target.
-    return w, float(b + y.mean() - pred.mean())
+    return w, float(b + ymean - pm)

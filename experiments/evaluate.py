@@ -2,14 +2,18 @@
 
     python experiments/evaluate.py --checkpoint PATH [--episodes N]
         [--scenario S | --table FILE] [--out DIR] [--seed-offset K]
+        [--train-seeds N] [--supervised-episodes N] [--supervised-rounds R]
 
 Restores the RLModule(s) from an RLlib checkpoint (no Algorithm, no Ray instance), plays
 greedy episodes on held-out seeds (or on the test split of a table), prints the confusion
 matrix, precision / recall / F1, STL satisfaction per spec and BFT statistics next to the
 baselines (always-allow, a per-event threshold detector tuned on training seeds, one
-replica deciding alone), and writes ``report.json`` plus PNG plots (learning curve from
-the Tune results, confusion matrices) to ``--out`` (default: ``<checkpoint>_eval`` next to
-the checkpoint).
+replica deciding alone) and a supervised reference (a logistic regression trained on the
+labels, on the same per-replica observations as the policy: what is learnable), and writes
+``report.json`` plus PNG plots (learning curve from the Tune results, confusion matrices)
+to ``--out`` (default: ``<checkpoint>_eval`` next to the checkpoint). ``beats_baselines``
+compares the policy with the baselines only; the supervised reference is reported next to
+it, with the F1 gap.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  
 
 MODULE_SUBDIR = Path("learner_group", "learner", "rl_module")
 REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
+# Rows of the report that are references (what is learnable), not baselines to beat.
+REFERENCES = ("supervised",)
 
 
 class EvaluationError(Exception):
@@ -209,9 +215,19 @@ def format_table(rows: Sequence[str], columns: Mapping[str, Mapping[str, float]]
     return "\n".join(lines)
 
 
+def column_order(baselines: Sequence[str]) -> list[str]:
+    """Table and plot order: the policy, the supervised reference next to it, the baselines."""
+    return [
+        "policy",
+        *(n for n in REFERENCES if n in baselines),
+        *(n for n in baselines if n not in REFERENCES),
+    ]
+
+
 def print_report(report: Mapping[str, Any]) -> None:
     """Human-readable summary of a report."""
-    cols = {"policy": report["policy"], **report["baselines"]}
+    every = {"policy": report["policy"], **report["baselines"]}
+    cols = {n: every[n] for n in column_order(list(report["baselines"]))}
     print(f"checkpoint: {report['checkpoint']}")
     print(f"env: {report['env_source']}, {report['episodes']} episodes, seeds {report['seeds']}")
     print("\nDetection (committed decisions; scores from pooled counts)")
@@ -231,6 +247,12 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(format_table(bft, cols))
     verdict = "beats" if report["beats_baselines"] else "does NOT beat"
     print(f"\nPolicy F1 {report['policy']['f1']:.3f} {verdict} every baseline.")
+    if "supervised" in report["baselines"]:
+        gap = report["supervised_gap"]
+        print(
+            f"Supervised reference (trained on labels, same observations) F1 "
+            f"{report['baselines']['supervised']['f1']:.3f}; policy - supervised = {gap:+.3f}."
+        )
 
 
 def plot_learning_curve(progress: Any, path: Path) -> bool:
@@ -306,13 +328,14 @@ def build_report(
     seeds: Sequence[int],
     policy: EvalResult,
     baselines: Mapping[str, EvalResult],
-    detector: Any,
+    detectors: Mapping[str, Any],
     train_seeds: int,
 ) -> dict[str, Any]:
     """The JSON-serialisable evaluation report."""
     summaries = {name: res.summary() for name, res in baselines.items()}
     pol = policy.summary()
-    return {
+    to_beat = [s for name, s in summaries.items() if name not in REFERENCES]
+    report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "env_source": env_source,
         "env_config": dict(env_config),
@@ -320,21 +343,38 @@ def build_report(
         "seeds": [int(seeds[0]), int(seeds[-1])],
         "policy": pol,
         "baselines": summaries,
-        "beats_baselines": all(pol["f1"] > s["f1"] for s in summaries.values()),
+        "beats_baselines": all(pol["f1"] > s["f1"] for s in to_beat),
         "confusion_matrix": {
             "rows": ["benign", "malicious"],
             "columns": ["allowed", "restricted"],
             "policy": confusion_matrix(pol),
             **{name: confusion_matrix(s) for name, s in summaries.items()},
         },
-        "threshold_detector": {
-            "weights": [float(w) for w in detector.weights],
-            "threshold": float(detector.threshold),
-            "train_f1": float(detector.train_f1),
-            "train_seeds": train_seeds,
-        },
-        "per_episode": policy.episodes,
     }
+    if "threshold" in detectors:
+        det = detectors["threshold"]
+        report["threshold_detector"] = {
+            "weights": [float(w) for w in det.weights],
+            "threshold": float(det.threshold),
+            "train_f1": float(det.train_f1),
+            "train_seeds": train_seeds,
+        }
+    if "supervised" in detectors:
+        det = detectors["supervised"]
+        report["supervised_detector"] = {
+            "weights": [float(w) for w in det.weights],  # on standardised observations
+            "bias": float(det.bias),
+            "mean": [float(m) for m in det.mean],
+            "scale": [float(v) for v in det.scale],
+            "threshold": float(det.threshold),  # on the logit
+            "train_f1": float(det.train_f1),
+            "train_episodes": int(det.train_episodes),  # per round
+            "rounds": int(det.rounds),
+        }
+    if "supervised" in summaries:
+        report["supervised_gap"] = pol["f1"] - summaries["supervised"]["f1"]
+    report["per_episode"] = policy.episodes
+    return report
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -366,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-seeds", type=int, default=20, help="training episodes for the threshold detector"
     )
+    p.add_argument(
+        "--supervised-episodes",
+        type=int,
+        default=None,
+        help="training episodes per round for the supervised reference (default: --train-seeds)",
+    )
+    p.add_argument(
+        "--supervised-rounds",
+        type=int,
+        default=3,
+        help="DAgger rounds of the supervised reference (round 1 under random votes, then "
+        "under its own)",
+    )
     return p
 
 
@@ -377,6 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("--episodes", args.episodes, 1),
         ("--seed-offset", args.seed_offset, 0),
         ("--train-seeds", args.train_seeds, 1),
+        (
+            "--supervised-episodes",
+            1 if args.supervised_episodes is None else args.supervised_episodes,
+            1,
+        ),
+        ("--supervised-rounds", args.supervised_rounds, 1),
     ):
         if value < low:
             parser.error(f"{flag}: must be >= {low}, got {value}")
@@ -430,11 +489,16 @@ def evaluate(args: argparse.Namespace) -> int:
     seeds = held_out_seeds(args.episodes, args.seed_offset)
     try:
         policy = run_episodes(greedy, env_config, seeds, "policy")
-        baselines, detector = evaluate_baselines(
+        supervised_episodes = (
+            args.train_seeds if args.supervised_episodes is None else args.supervised_episodes
+        )
+        baselines, detectors = evaluate_baselines(
             env_config,
             seeds,
             train_env_config=train_env_config,
             train_seeds=range(args.train_seeds),
+            supervised_seeds=range(supervised_episodes),
+            supervised_rounds=args.supervised_rounds,
             greedy=greedy,
         )
     except ValueError as e:
@@ -446,7 +510,14 @@ def evaluate(args: argparse.Namespace) -> int:
     except OSError as e:
         raise EvaluationError(f"--out: cannot create {out}: {e.strerror}") from None
     report = build_report(
-        checkpoint, source, env_config, seeds, policy, baselines, detector, args.train_seeds
+        checkpoint,
+        source,
+        env_config,
+        seeds,
+        policy,
+        baselines,
+        detectors,
+        args.train_seeds,
     )
 
     import matplotlib
@@ -455,10 +526,7 @@ def evaluate(args: argparse.Namespace) -> int:
     plots: dict[str, str] = {}
     conf_png = out / "confusion_matrix.png"
     plot_confusion(
-        {
-            "policy": report["confusion_matrix"]["policy"],
-            **{n: report["confusion_matrix"][n] for n in report["baselines"]},
-        },
+        {n: report["confusion_matrix"][n] for n in column_order(list(report["baselines"]))},
         conf_png,
     )
     plots["confusion_matrix"] = str(conf_png)

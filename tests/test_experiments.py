@@ -176,7 +176,7 @@ def test_evaluate_writes_report_and_plots(smoke, tmp_path) -> None:
     for key in ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "views", "messages"):
         assert key in report["policy"], key
     assert any(k.startswith("stl_") and k.endswith("_satisfied") for k in report["policy"])
-    assert set(report["baselines"]) == {"always_allow", "threshold", "single_replica"}
+    assert set(report["baselines"]) == {"always_allow", "threshold", "single_replica", "supervised"}
     assert report["episodes"] == 2
     assert report["env_config"]["horizon"] == 150  # the training env_config from the trial
     m = report["confusion_matrix"]["policy"]

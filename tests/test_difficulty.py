@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from marl_bft_rllib.actions import Action
+from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, SyntheticAPTSource
 from marl_bft_rllib.metrics import confusion_counts, detection_scores
 
 N_EPISODES, N_TRAIN, HORIZON = 300, 200, 200
-N_CLOSED, NOISE = 100, 0.5  # closed-loop held-out episodes; the env's default sensor noise
+N_CLOSED = 100  # closed-loop held-out episodes
+NOISE = EnvConfig().sensor_noise  # the env's default, read, never copied
 
 
 def f1(labels: np.ndarray, detected: np.ndarray) -> float:

@@ -34,7 +34,7 @@ def test_parallel_api_test_passes():
     with warnings.catch_warnings():
         # Byzantine replicas are never agents, so PettingZoo warns that not every
         # possible agent finished; that is by design.
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message="No agents present but not all possible_agents")
         parallel_api_test(BFTSecurityEnv({"horizon": 60}), num_cycles=200)
 
 

@@ -311,3 +311,26 @@ def test_sensor_shape_property(n, scale, nf, seed):
     assert out.shape == (n, nf) and out.dtype == np.float32
     if scale == 0.0:
         np.testing.assert_array_equal(out, np.broadcast_to(f, (n, nf)))
+
+
+def test_campaigns_keep_coming_at_long_horizons():
+    """Under a detector that contains every campaign, attacks arrive at the same rate late."""
+    horizon = 6000
+    src = SyntheticAPTSource()
+    late_rates, early_rates = [], []
+    for seed in range(3):
+        ep = src.episode(np.random.default_rng(seed), horizon)
+        labels = []
+        for _ in range(horizon):
+            event = ep.current()
+            labels.append(event.label)
+            outcome = ep.respond(int(Action.QUARANTINE) if event.label else int(Action.ALLOW))
+            if outcome.breached or outcome.exhausted:
+                break
+        labels = np.array(labels)
+        assert labels.size == horizon  # never breached: every campaign was contained
+        assert ep.n_campaigns > src.config.max_campaigns  # more than one block was drawn
+        early_rates.append(labels[: horizon // 2].mean())
+        late_rates.append(labels[horizon // 2 :].mean())
+    early, late = np.mean(early_rates), np.mean(late_rates)
+    assert late > 0.5 * early > 0, (early, late)

@@ -105,7 +105,7 @@ class SyntheticConfig:
     event_spacing: float = 1.3  # mean slots between events of one stage burst (geometric, >= 1)
     stage_gap: float = 2.0  # mean slots from one stage's last event to the next stage (>= 1)
     start_jitter: float = 0.4  # lead-in before a campaign ~ U[1 - j, 1 + j] * its mean
-    max_campaigns: int = 16  # campaigns per episode at most, one after another
+    max_campaigns: int = 16  # campaigns drawn at a time (more are drawn as the stream needs)
     relaunch_gap: float = 20.0  # mean slots from a containment to the next campaign's start
     reimage: bool = True  # containment reimages the campaign's hosts: their history restarts
     p_contain_block: float = 0.35  # P(a BLOCK on a campaign event contains the campaign)
@@ -179,6 +179,41 @@ _OUTCOMES = {
 }
 
 
+def _draw_campaigns(
+    cfg: SyntheticConfig, rng: np.random.Generator, k: int
+) -> tuple[np.ndarray, ...]:
+    """k campaigns: events per campaign, relative slots, stages, hosts, features, jitter."""
+    n_hosts, nf = cfg.n_hosts, len(FEATURE_NAMES)
+    lo, hi = cfg.stage_events
+    n_k = rng.integers(lo, hi + 1, (k, N_STAGES))
+    n_c = n_k.sum(1)
+    bounds = np.concatenate(([0], np.cumsum(n_c)))
+    stage = np.repeat(np.tile(np.arange(N_STAGES), k), n_k.ravel())
+    incr = rng.geometric(1.0 / cfg.event_spacing, stage.size)
+    incr[np.concatenate(([0], np.cumsum(n_k.ravel())[:-1]))] = rng.geometric(
+        1.0 / cfg.stage_gap, k * N_STAGES
+    )
+    incr[bounds[:-1]] = 0
+    rel = np.cumsum(incr)
+    rel -= np.repeat(rel[bounds[:-1]], n_c)
+    h0 = rng.integers(0, n_hosts, k)
+    h1 = (h0 + 1 + rng.integers(0, n_hosts - 1, k)) % n_hosts
+    chost = np.where(stage < LATERAL, np.repeat(h0, n_c), np.repeat(h1, n_c))
+    mal = rng.standard_normal((stage.size, nf), dtype=np.float32)
+    mal += np.float32(cfg.signal) * STAGE_SHIFTS[stage]
+    # Footholds: each campaign's first event and its first event on the second host.
+    foothold = np.flatnonzero((np.diff(chost, prepend=-1) != 0) | (rel == 0))
+    mal[foothold] += np.float32(cfg.foothold_signal) * FOOTHOLD_SHIFT
+    j = cfg.start_jitter
+    jitter = rng.uniform(1.0 - j, 1.0 + j, k)
+    return n_c, rel, stage, chost, mal, jitter
+
+
+def _relaunch_gaps(cfg: SyntheticConfig, jitter: np.ndarray) -> list[int]:
+    """Slots from a containment to the next campaign's start, per drawn campaign."""
+    return np.maximum(1, np.rint(cfg.relaunch_gap * jitter)).astype(int).tolist()
+
+
 class SyntheticEpisode:
     """One synthetic episode: pre-drawn timeline, online context, reactive to containment."""
 
@@ -212,6 +247,8 @@ class SyntheticEpisode:
         "_t",
         "_event",
         "_done",
+        "_cfg",
+        "_more",
     )
 
     def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator, horizon: int) -> None:
@@ -231,37 +268,16 @@ class SyntheticEpisode:
         self._idle_u = rng.random(H)
         self._idle_dst = rng.integers(0, n_hosts - 1, H)
 
-        # Every campaign the episode may see, drawn up front (relative slots, stages, hosts,
-        # features); campaign c + 1 is only launched once campaign c is contained.
-        K = cfg.max_campaigns
-        lo, hi = cfg.stage_events
-        n_k = rng.integers(lo, hi + 1, (K, N_STAGES))
-        n_c = n_k.sum(1)
-        bounds = np.concatenate(([0], np.cumsum(n_c)))
-        stage = np.repeat(np.tile(np.arange(N_STAGES), K), n_k.ravel())
-        incr = rng.geometric(1.0 / cfg.event_spacing, stage.size)
-        incr[np.concatenate(([0], np.cumsum(n_k.ravel())[:-1]))] = rng.geometric(
-            1.0 / cfg.stage_gap, K * N_STAGES
+        # Campaigns drawn a block at a time (relative slots, stages, hosts, features);
+        # campaign c + 1 is only launched once campaign c is contained, and another
+        # block is drawn whenever the stream needs one, so campaigns keep coming at any
+        # horizon with the same statistics.
+        self._cfg = cfg
+        n_c, self._rel, self._cstage, self._chost, self._mal, jitter = _draw_campaigns(
+            cfg, rng, cfg.max_campaigns
         )
-        incr[bounds[:-1]] = 0
-        rel = np.cumsum(incr)
-        rel -= np.repeat(rel[bounds[:-1]], n_c)
-        h0 = rng.integers(0, n_hosts, K)
-        h1 = (h0 + 1 + rng.integers(0, n_hosts - 1, K)) % n_hosts
-        chost = np.where(stage < LATERAL, np.repeat(h0, n_c), np.repeat(h1, n_c))
-        mal = rng.standard_normal((stage.size, nf), dtype=np.float32)
-        mal += np.float32(cfg.signal) * STAGE_SHIFTS[stage]
-        # Footholds: each campaign's first event and its first event on the second host.
-        foothold = np.flatnonzero((np.diff(chost, prepend=-1) != 0) | (rel == 0))
-        mal[foothold] += np.float32(cfg.foothold_signal) * FOOTHOLD_SHIFT
-        j = cfg.start_jitter
-        jitter = rng.uniform(1.0 - j, 1.0 + j, K)
-        self._bounds = bounds.tolist()
-        self._rel = rel
-        self._cstage = stage
-        self._chost = chost
-        self._mal = mal
-        self._relaunch = np.maximum(1, np.rint(cfg.relaunch_gap * jitter)).astype(int).tolist()
+        self._bounds = np.concatenate(([0], np.cumsum(n_c))).tolist()
+        self._relaunch = _relaunch_gaps(cfg, jitter)
 
         self._feat = bfeat.copy()
         self._bfeat = bfeat
@@ -275,6 +291,7 @@ class SyntheticEpisode:
         self._reimage = cfg.reimage
         self._slots: list[np.ndarray] = []
         self._contained: list[bool] = []
+        self._more = np.random.default_rng(int(rng.integers(2**63)))  # later blocks
         self._launch(int(round(cfg.mean_lead_in() * jitter[0])))
         self._tracker = HostContextTracker(n_hosts, cfg.context)
         self._t = 0
@@ -284,8 +301,9 @@ class SyntheticEpisode:
     def _launch(self, start: int) -> None:
         """Write the next pre-drawn campaign into the timeline from slot ``start`` on."""
         c = len(self._slots)
-        if c + 1 >= len(self._bounds) or start >= self.horizon:
+        if start >= self.horizon:
             return
+        self._ensure_drawn(c + 1)
         b0, b1 = self._bounds[c], self._bounds[c + 1]
         slots = start + self._rel[b0:b1]
         n = int(np.searchsorted(slots, self.horizon))
@@ -317,6 +335,19 @@ class SyntheticEpisode:
             self._score[s] = v
         self._slots.append(slots)
         self._contained.append(False)
+
+    def _ensure_drawn(self, n: int) -> None:
+        """Draw blocks of campaigns until at least ``n`` campaigns exist."""
+        while len(self._relaunch) < n:
+            n_c, rel, stage, chost, mal, jitter = _draw_campaigns(
+                self._cfg, self._more, self._cfg.max_campaigns
+            )
+            self._bounds += (self._bounds[-1] + np.cumsum(n_c)).tolist()
+            self._rel = np.concatenate([self._rel, rel])
+            self._cstage = np.concatenate([self._cstage, stage])
+            self._chost = np.concatenate([self._chost, chost])
+            self._mal = np.concatenate([self._mal, mal])
+            self._relaunch += _relaunch_gaps(self._cfg, jitter)
 
     def _build(self, t: int) -> Event:
         """Compute the context of slot t and wrap the slot as an Event."""
@@ -369,7 +400,8 @@ class SyntheticEpisode:
         later = later[later > t]
         if later.size:
             self._revert(later)
-        if c + 1 == len(self._slots) and c + 1 < len(self._relaunch):
+        if c + 1 == len(self._slots):
+            self._ensure_drawn(c + 2)
             self._launch(t + self._relaunch[c + 1])
 
     def _revert(self, later: np.ndarray) -> None:

@@ -379,7 +379,7 @@ def summarize_result(algorithm: Any, result: dict, **kwargs: Any) -> None:
             losses.append(float(stats["value_loss_unclipped"]))
         if "value_explained_var" in stats:
             evs.append(float(stats["value_explained_var"]))
-        if "value_health" in stats:
+        if "value_health" in stats and math.isfinite(float(stats["value_health"])):
             codes.append(float(stats["value_health"]))
     result[VALUE_LOSS] = max(losses) if losses else float("nan")
     result[VALUE_EV] = min(evs) if evs else float("nan")

@@ -97,3 +97,4 @@ def test_stopper_reads_rllib_results():
     assert not ValueHealthStopper(stop_on=("exploding",))("t", result)
     assert not stopper.stop_all()
     assert health_status_name(2.0) == "exploding"
+    assert health_status_name(float("nan")) == "n/a"  # a metric missing after a runner restart

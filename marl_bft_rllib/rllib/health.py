@@ -34,7 +34,9 @@ HEALTH_METRIC = "value_health"
 
 
 def health_status_name(code: float) -> str:
-    """Readable name ("ok", "stuck", "exploding") of a value-health status code."""
+    """Readable name ("ok", "stuck", "exploding") of a status code; "n/a" if missing / NaN."""
+    if code is None or not math.isfinite(code):
+        return "n/a"  # e.g. an iteration right after an env runner was replaced
     return STATUS_NAMES.get(int(round(code)), "unknown")
 
 

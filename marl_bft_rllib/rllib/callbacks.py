@@ -18,6 +18,7 @@ from numbers import Real
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.annotations import override
 
 from marl_bft_rllib.metrics import CONFUSION_KEYS, detection_scores
 
@@ -61,6 +62,7 @@ def env_metric(result: Mapping[str, Any], name: str, *, evaluation: bool = False
 class MarlBftCallbacks(RLlibCallback):
     """Logs the env's episode-end metrics on the env runners and pooled scores per result."""
 
+    @override(RLlibCallback)
     def on_episode_end(
         self,
         *,
@@ -84,6 +86,7 @@ class MarlBftCallbacks(RLlibCallback):
                     (ENV_METRICS_KEY, name), float(value), reduce="mean", window=window
                 )
 
+    @override(RLlibCallback)
     def on_train_result(self, *, algorithm: Any, result: dict, **kwargs: Any) -> None:
         """Add pooled detection scores to the training and evaluation env metrics."""
         for scope in (result, result.get("evaluation") or {}):

@@ -36,6 +36,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.metrics import explained_variance
@@ -286,6 +287,7 @@ class MonteCarloValueTargets(ConnectorV2):
                 p["adv"] = p["adv_0"] + beta * p["delta"]
                 p["stats"]["baseline_coef"] = beta
 
+    @override(ConnectorV2)
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
         """Add value targets and advantages for every module with a value function.
 

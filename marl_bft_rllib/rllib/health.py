@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ray.rllib.utils.annotations import override
 from ray.tune.stopper import Stopper
 
 OK, STUCK, EXPLODING = 0, 1, 2
@@ -139,12 +140,14 @@ class ValueHealthStopper(Stopper):
             if isinstance(m, Mapping) and HEALTH_METRIC in m
         }
 
+    @override(Stopper)
     def __call__(self, trial_id: str, result: dict) -> bool:
         """True when a module of this trial is in a stopping state."""
         if result.get("training_iteration", 0) < self.grace_iterations:
             return False
         return any(code in self.codes for code in self.module_statuses(result).values())
 
+    @override(Stopper)
     def stop_all(self) -> bool:
         """Never stops the whole experiment."""
         return False

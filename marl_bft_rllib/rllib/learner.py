@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER
+from ray.rllib.utils.annotations import override
 
 from marl_bft_rllib.rllib.connector import (
     ADVANTAGE_ESTIMATORS,
@@ -178,6 +179,7 @@ def _is_critic_param(name: str) -> bool:
 class MonteCarloPPOTorchLearner(PPOTorchLearner):
     """PPOTorchLearner with raw Monte Carlo value targets and levers to learn them."""
 
+    @override(PPOTorchLearner)
     def build(self) -> None:
         """Build as PPO, then swap GAE for the Monte Carlo value-target connector."""
         self.mc_options = MonteCarloLearnerOptions.from_learner_config_dict(
@@ -221,6 +223,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         )
 
     # ---------------------------------------------------------------- optimisers
+    @override(PPOTorchLearner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         """One Adam for the policy (``config.lr``), one for the critic (``critic_lr``)."""
         opts = getattr(self, "mc_options", None) or MonteCarloLearnerOptions()
@@ -256,6 +259,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             lr_or_lr_schedule=opts.critic_lr,
         )
 
+    @override(PPOTorchLearner)
     def postprocess_gradients_for_module(
         self, *, module_id: str, config: Any = None, module_gradients_dict: dict
     ) -> dict:

@@ -289,6 +289,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ):
             if "--" + key.replace("_", "-") not in explicit:
                 setattr(args, key, SMOKE[key])
+    if args.scheduler == "asha" and args.stop_iters < 4:
+        parser.error("--stop-iters: asha needs at least 4 iterations to stop trials early")
     if args.scheduler == "pbt" and args.search == "none":
         parser.error("--scheduler: pbt mutates hyperparameters; give --search ppo|reward|full")
     if args.num_learners == 0 and args.gpus_per_learner > 1:
@@ -437,7 +439,8 @@ def build_scheduler(args: argparse.Namespace, space: Mapping[str, Any]) -> Any:
     from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
     if args.scheduler == "asha":
-        grace = max(args.eval_interval, min(10, args.stop_iters))
+        # Below max_t, or ASHA can never stop a trial early.
+        grace = min(max(args.eval_interval, min(10, args.stop_iters // 4)), args.stop_iters // 2)
         return ASHAScheduler(
             time_attr="training_iteration",
             metric=EVAL_F1_LAST,
@@ -511,7 +514,16 @@ def init_ray(args: argparse.Namespace) -> None:
         path = os.environ.get("PYTHONPATH", "")
         if str(REPO_ROOT) not in path.split(os.pathsep):
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        except (ValueError, RuntimeError) as e:
+            if "existing cluster" not in str(e):
+                raise
+            args.parser.error(
+                "--address: a Ray cluster is already running on this machine (ray start); "
+                "join it with --address auto (with the same RAY_AUTH_MODE / token as the "
+                "cluster, see the README), or run without it once it is stopped"
+            )
 
 
 def check_resources(args: argparse.Namespace, config: Any) -> None:

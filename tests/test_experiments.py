@@ -64,6 +64,7 @@ def eval_mod() -> ModuleType:
         (["--scheduler", "pbt"], "--scheduler"),
         (["--num-learners", "0", "--gpus-per-learner", "2"], "--gpus-per-learner"),
         (["--name", "a/b"], "--name"),
+        (["--scheduler", "asha", "--stop-iters", "2"], "--stop-iters"),
     ],
 )
 def test_bad_flags_name_the_flag(train_mod, tmp_path, capsys, argv, flag) -> None:
@@ -93,6 +94,16 @@ def test_smoke_and_search_flags_parse(train_mod, tmp_path) -> None:
     for key in ("lr", "entropy_coeff", "gamma", "lambda", "_train_batch_size_per_learner"):
         assert key in space
     assert "env_config/stl_weight" in space and "env_config/vote_weight" in space
+
+
+@pytest.mark.parametrize("stop_iters", [4, 10, 100])
+def test_asha_can_stop_a_trial_before_max_t(train_mod, tmp_path, stop_iters) -> None:
+    args = train_mod.parse_args(
+        ["--scheduler", "asha", "--stop-iters", str(stop_iters), "--storage-path", str(tmp_path)]
+    )
+    scheduler = train_mod.build_scheduler(args, {})
+    milestones = [rung[0] for rung in scheduler._brackets[0]._rungs]
+    assert min(milestones) < stop_iters, milestones  # a rung before max_t can cut trials
 
 
 def test_bad_flag_exits_2_before_ray_starts(tmp_path) -> None:

@@ -127,7 +127,10 @@ class BFTSecurityEnv(ParallelEnv):
 
         if cfg.source == "synthetic":
             self._source = make_source(
-                "synthetic", n_hosts=cfg.n_hosts, threat_rate=cfg.threat_rate
+                "synthetic",
+                n_hosts=cfg.n_hosts,
+                threat_rate=cfg.threat_rate,
+                **cfg.synthetic_options,
             )
         else:
             self._source = make_source(

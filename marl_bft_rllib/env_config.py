@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from marl_bft_rllib.actions import parse_action
 from marl_bft_rllib.bft import BEHAVIORS, BFTConfig
+from marl_bft_rllib.bft.config import check_behaviors
+from marl_bft_rllib.events.synthetic import SyntheticConfig
+from marl_bft_rllib.events.tabular import SPLITS, TableConfig
 from marl_bft_rllib.stl.shaping import DEFAULT_SPECS, SHAPING_MODES, SIGNALS, validate_specs
+from marl_bft_rllib.validation import check_choice, check_int, check_number, check_options
 
 # Evaluation draws its episodes from seeds at and above this offset; training seeds stay
 # below it. Shared by RLlib's evaluation runners and evaluate.py.
@@ -36,24 +40,34 @@ def _reward_table(value: Any) -> dict[str, float]:
     """Merge a partial reward table over the defaults; reject unknown or non-finite entries."""
     if value is None:
         return dict(DEFAULT_REWARD_TABLE)
-    if not isinstance(value, Mapping):
-        raise ValueError(f"reward_table: expected a dict with keys {sorted(DEFAULT_REWARD_TABLE)}")
-    unknown = sorted(set(value) - set(DEFAULT_REWARD_TABLE))
-    if unknown:
-        raise ValueError(
-            f"reward_table: unknown keys {unknown}; expected a subset of {sorted(DEFAULT_REWARD_TABLE)}"
-        )
     table = dict(DEFAULT_REWARD_TABLE)
-    for key, v in value.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"reward_table: {key!r} must be a finite number, got {v!r}")
-        table[key] = float(v)
+    for key, v in check_options("reward_table", value, DEFAULT_REWARD_TABLE).items():
+        table[key] = check_number(f"reward_table[{key!r}]", v)
     return table
+
+
+def _init_fields(cls: type) -> list[str]:
+    """The init field names of a config dataclass, in order."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+# Settings of the sources that EnvConfig sets itself: source setting -> EnvConfig field.
+_TABLE_RESERVED = {"path": "source", "split": "split", "episode_length": "horizon"}
+_SYNTHETIC_RESERVED = {"n_hosts": "n_hosts", "threat_rate": "threat_rate"}
+# Top-level fields that only the synthetic source reads: a table source needs their defaults.
+_SYNTHETIC_ONLY = ("n_hosts", "threat_rate", "synthetic_options")
 
 
 @dataclass
 class EnvConfig:
-    """Every knob of ``BFTSecurityEnv``; field names are public (Tune search spaces use them)."""
+    """Every knob of ``BFTSecurityEnv``; field names are public (Tune search spaces use them).
+
+    Every field is validated here, so a bad value fails before any env (or Ray) starts,
+    with one ValueError whose message starts with the field's name. ``n_hosts``,
+    ``threat_rate`` and ``synthetic_options`` (keys: ``SyntheticConfig`` fields) apply to
+    the synthetic source only, ``table_options`` (keys: ``TableConfig`` fields) to a
+    table source only; setting one for the other source is an error.
+    """
 
     n_replicas: int = 4
     n_byzantine: int = 1
@@ -75,7 +89,8 @@ class EnvConfig:
     gamma: float = 0.99
     source: str = "synthetic"
     split: str = "train"
-    table_options: dict[str, Any] = field(default_factory=dict)
+    table_options: dict[str, Any] = field(default_factory=dict)  # TableConfig settings
+    synthetic_options: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig settings
     sensor_noise: float = 1.0
     history: int = 3
     fp_window: int = 20
@@ -85,22 +100,12 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         """Validate every field; the first bad one raises a ValueError naming it."""
-        for name in ("n_replicas", "n_byzantine", "horizon", "n_hosts", "history", "fp_window"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name}: expected an integer, got {v!r}")
-        if self.horizon <= 0:
-            raise ValueError(f"horizon: must be a positive number of steps, got {self.horizon}")
-        if self.n_hosts <= 0:
-            raise ValueError(f"n_hosts: must be positive, got {self.n_hosts}")
-        if self.history < 1 or self.fp_window < 1 or self.quarantine_steps < 0:
-            bad = "history" if self.history < 1 else "fp_window"
-            if self.quarantine_steps < 0:
-                bad = "quarantine_steps"
-            raise ValueError(f"{bad}: must be positive, got {getattr(self, bad)}")
-        if isinstance(self.byzantine_behaviors, str):
-            self.byzantine_behaviors = (self.byzantine_behaviors,)
-        self.byzantine_behaviors = tuple(self.byzantine_behaviors)
+        self.horizon = check_int("horizon", self.horizon, lo=1)
+        self.n_hosts = check_int("n_hosts", self.n_hosts, lo=1)
+        self.history = check_int("history", self.history, lo=1)
+        self.fp_window = check_int("fp_window", self.fp_window, lo=1)
+        self.quarantine_steps = check_int("quarantine_steps", self.quarantine_steps, lo=0)
+        self.byzantine_behaviors = check_behaviors(self.byzantine_behaviors, "byzantine_behaviors")
         self.fail_safe_action = parse_action(self.fail_safe_action, "fail_safe_action")
         # BFTConfig validates n_replicas, n_byzantine, behaviours, p_drop, p_delay with
         # errors that name the same fields.
@@ -112,58 +117,111 @@ class EnvConfig:
             p_delay=self.p_delay,
             fail_safe_action=self.fail_safe_action,
         )
+        self.n_replicas, self.n_byzantine = self.bft.n_replicas, self.bft.n_byzantine
+        self.p_drop, self.p_delay = self.bft.p_drop, self.bft.p_delay
         if self.byzantine_replicas is not None:
-            ids = tuple(self.byzantine_replicas)
-            if (
-                len(ids) != self.n_byzantine
-                or len(set(ids)) != len(ids)
-                or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)
-                or any(not 0 <= i < self.n_replicas for i in ids)
-            ):
-                raise ValueError(
-                    f"byzantine_replicas: expected {self.n_byzantine} distinct replica indices "
-                    f"in 0..{self.n_replicas - 1}, got {self.byzantine_replicas!r}"
-                )
-            self.byzantine_replicas = ids
-        if not (0.0 < float(self.threat_rate) < 1.0):
-            raise ValueError(f"threat_rate: must lie in (0, 1), got {self.threat_rate!r}")
+            self.byzantine_replicas = self._byzantine_replicas(self.byzantine_replicas)
+        self.threat_rate = check_number(
+            "threat_rate", self.threat_rate, lo=0.0, hi=1.0, lo_open=True, hi_open=True
+        )
         self.reward_table = _reward_table(self.reward_table)
         for name in ("vote_weight", "breach_penalty", "stl_weight", "sensor_noise"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name}: must be a finite number, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name}: must be >= 0, got {v!r}")
-        if self.shaping not in SHAPING_MODES:
-            raise ValueError(
-                f"shaping: unknown mode {self.shaping!r}; expected one of {SHAPING_MODES}"
-            )
-        if not (isinstance(self.stl_clip, (int, float)) and 0 < self.stl_clip < math.inf):
-            raise ValueError(f"stl_clip: must be a positive finite number, got {self.stl_clip!r}")
-        if not (0.0 <= float(self.gamma) <= 1.0):
-            raise ValueError(f"gamma: must lie in [0, 1], got {self.gamma!r}")
+            setattr(self, name, check_number(name, getattr(self, name), lo=0.0))
+        self.shaping = check_choice("shaping", self.shaping, SHAPING_MODES)
+        self.stl_clip = check_number("stl_clip", self.stl_clip, lo=0.0, lo_open=True)
+        self.gamma = check_number("gamma", self.gamma, lo=0.0, hi=1.0)
         if self.stl_specs is None:
             self.stl_specs = dict(DEFAULT_SPECS)
         self.stl_formulas = validate_specs(self.stl_specs, "stl_specs", allowed=SIGNALS)
         self.stl_specs = dict(self.stl_specs)
+        if isinstance(self.source, os.PathLike):
+            self.source = os.fspath(self.source)
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source: expected 'synthetic' or a table path, got {self.source!r}")
-        if not isinstance(self.table_options, Mapping):
-            raise ValueError(f"table_options: expected a dict, got {self.table_options!r}")
-        self.table_options = dict(self.table_options)
-        if self.table_options and self.source == "synthetic":
-            raise ValueError("table_options: only apply to a table source (source=<path>)")
-        reserved = sorted({"path", "split", "episode_length"} & set(self.table_options))
-        if reserved:
-            raise ValueError(f"table_options: {reserved} are set by source / split / horizon")
-        if self.time_limit not in TIME_LIMITS:
-            raise ValueError(f"time_limit: expected one of {TIME_LIMITS}, got {self.time_limit!r}")
-        if self.split not in ("train", "val", "test"):
-            raise ValueError(f"split: expected 'train', 'val' or 'test', got {self.split!r}")
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise ValueError(f"seed: expected an integer or None, got {self.seed!r}")
+        self.split = check_choice("split", self.split, SPLITS)
+        self.time_limit = check_choice("time_limit", self.time_limit, TIME_LIMITS)
+        if self.seed is not None:
+            self.seed = check_int("seed", self.seed, lo=0)
+        self.table_options = self._source_options(
+            "table_options", self.table_options, TableConfig, _TABLE_RESERVED
+        )
+        self.synthetic_options = self._source_options(
+            "synthetic_options", self.synthetic_options, SyntheticConfig, _SYNTHETIC_RESERVED
+        )
+        if self.source == "synthetic":
+            self._check_synthetic()
+        else:
+            self._check_table()
+
+    def _byzantine_replicas(self, value: object) -> tuple[int, ...]:
+        """``byzantine_replicas`` as a tuple of n_byzantine distinct replica indices."""
+        n, b = self.n_replicas, self.n_byzantine
+        expected = f"expected {b} distinct replica indices in 0..{n - 1}, got {value!r}"
+        if isinstance(value, (str, Mapping)) or not isinstance(value, Iterable):
+            raise ValueError(f"byzantine_replicas: {expected}")
+        try:
+            ids = tuple(check_int("byzantine_replicas", i, lo=0, hi=n - 1) for i in value)
+        except ValueError:
+            raise ValueError(f"byzantine_replicas: {expected}") from None
+        if len(ids) != b or len(set(ids)) != len(ids):
+            raise ValueError(f"byzantine_replicas: {expected}")
+        return ids
+
+    @staticmethod
+    def _source_options(
+        name: str, value: object, config_cls: type, reserved: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """A source's extra settings as a dict of its config's fields, less the reserved ones."""
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name}: expected a dict, got {value!r}")
+        for key in value:
+            if key in reserved:
+                raise ValueError(
+                    f"{name}: {key!r} is set by the EnvConfig field {reserved[key]!r}, "
+                    f"got {dict(value)!r}"
+                )
+        allowed = [k for k in _init_fields(config_cls) if k not in reserved]
+        return check_options(name, value, allowed)
+
+    def _check_synthetic(self) -> None:
+        """The synthetic source's settings, checked by building its config now."""
+        if self.table_options:
+            raise ValueError(
+                "table_options: only apply to a table source (source=<path>), "
+                f"got {self.table_options!r}"
+            )
+        try:
+            SyntheticConfig(
+                n_hosts=self.n_hosts, threat_rate=self.threat_rate, **self.synthetic_options
+            )
+        except ValueError as e:
+            if str(e).split(":", 1)[0] in _SYNTHETIC_RESERVED:
+                raise  # n_hosts / threat_rate: already named by their EnvConfig names
+            raise ValueError(f"synthetic_options: {e}") from None
+
+    def _check_table(self) -> None:
+        """A table source's settings (the file itself is read when the env is built)."""
+        defaults = {f.name: f for f in dataclasses.fields(self)}
+        for name in _SYNTHETIC_ONLY:
+            spec = defaults[name]
+            default = (
+                spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+            )
+            value = getattr(self, name)
+            if value != default:
+                raise ValueError(
+                    f"{name}: only applies to the synthetic source (leave it at {default!r} "
+                    f"for source={self.source!r}), got {value!r}"
+                )
+        try:
+            TableConfig(
+                path=self.source,
+                split=self.split,
+                episode_length=self.horizon,
+                **self.table_options,
+            )
+        except ValueError as e:
+            raise ValueError(f"table_options: {e}") from None
 
     @classmethod
     def from_any(cls, config: EnvConfig | Mapping[str, Any] | None) -> EnvConfig:

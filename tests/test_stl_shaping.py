@@ -141,7 +141,7 @@ def test_bad_specs_and_arguments() -> None:
     assert "speed" in validate_specs({"u": ("G(speed > 0)", 1.0)}, allowed=None)["u"][0].signals
     with pytest.raises(ValueError, match="pair"):
         validate_specs({"p": "G(threat > 0)"})  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="weight must be a number"):
+    with pytest.raises(ValueError, match="spec 'p': weight: expected a number"):
         validate_specs({"p": ("G(threat > 0)", "1")})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="mode"):
         STLShaper(None, "sparse")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
 from marl_bft_rllib.actions import Action, parse_action
+from marl_bft_rllib.validation import check_int, check_number
 
 BEHAVIORS: tuple[str, ...] = (
     "silent",
@@ -20,39 +20,19 @@ BEHAVIORS: tuple[str, ...] = (
 )
 
 
-def _as_int(value: object, field: str) -> int:
-    """Return `value` as an int or raise ValueError naming `field`."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    raise ValueError(f"{field}: expected an integer, got {value!r}")
-
-
-def _as_prob(value: object, field: str) -> float:
-    """Return `value` as a probability in [0, 1] or raise ValueError naming `field`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise ValueError(f"{field}: expected a probability in [0, 1], got {value!r}")
-    p = float(value)
-    if not 0.0 <= p <= 1.0:  # also rejects NaN
-        raise ValueError(f"{field}: expected a probability in [0, 1], got {value!r}")
-    return p
-
-
 def check_behaviors(value: object, field: str) -> tuple[str, ...]:
     """Normalise behaviour names to a tuple; raise ValueError naming `field` and unknown names."""
     if isinstance(value, str):
         value = (value,)
-    try:
-        names = tuple(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(
-            f"{field}: expected a sequence of behaviour names, got {value!r}"
-        ) from None
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise ValueError(f"{field}: expected a sequence of behaviour names, got {value!r}")
+    names = tuple(value)
     bad = [name for name in names if not isinstance(name, str) or name not in BEHAVIORS]
     if bad:
-        raise ValueError(f"{field}: unknown behaviour(s) {bad}; expected names from {BEHAVIORS}")
-    return names
+        raise ValueError(
+            f"{field}: unknown behaviour(s) {bad}; expected names from {BEHAVIORS}, got {value!r}"
+        )
+    return tuple(str(name) for name in names)
 
 
 @dataclass(frozen=True)
@@ -70,12 +50,8 @@ class BFTConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        n = _as_int(self.n_replicas, "n_replicas")
-        b = _as_int(self.n_byzantine, "n_byzantine")
-        if n < 1:
-            raise ValueError(f"n_replicas: need at least 1 replica, got {n}")
-        if b < 0:
-            raise ValueError(f"n_byzantine: must be >= 0, got {b}")
+        n = check_int("n_replicas", self.n_replicas, lo=1)
+        b = check_int("n_byzantine", self.n_byzantine, lo=0)
         if b >= n:
             raise ValueError(f"n_byzantine: must be < n_replicas ({n}), got {b}")
         if b >= 1 and n < 4:
@@ -86,20 +62,14 @@ class BFTConfig:
         set_(self, "n_byzantine", b)
         behaviors = check_behaviors(self.byzantine_behaviors, "byzantine_behaviors")
         if b > 0 and not behaviors:
-            raise ValueError("byzantine_behaviors: empty, but n_byzantine > 0 needs a behaviour")
+            raise ValueError("byzantine_behaviors: n_byzantine > 0 needs a behaviour, got ()")
         set_(self, "byzantine_behaviors", behaviors)
-        set_(self, "p_drop", _as_prob(self.p_drop, "p_drop"))
-        set_(self, "p_delay", _as_prob(self.p_delay, "p_delay"))
+        for name in ("p_drop", "p_delay"):
+            set_(self, name, check_number(name, getattr(self, name), lo=0.0, hi=1.0))
         if self.deadline_views is not None:
-            d = _as_int(self.deadline_views, "deadline_views")
-            if d < 1:
-                raise ValueError(f"deadline_views: must be >= 1 or None, got {d}")
-            set_(self, "deadline_views", d)
+            set_(self, "deadline_views", check_int("deadline_views", self.deadline_views, lo=1))
         set_(self, "fail_safe_action", parse_action(self.fail_safe_action, "fail_safe_action"))
-        period = _as_int(self.on_off_period, "on_off_period")
-        if period < 1:
-            raise ValueError(f"on_off_period: must be >= 1, got {period}")
-        set_(self, "on_off_period", period)
+        set_(self, "on_off_period", check_int("on_off_period", self.on_off_period, lo=1))
 
     @property
     def f(self) -> int:

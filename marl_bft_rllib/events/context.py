@@ -9,10 +9,14 @@ The same tracker serves synthetic and tabular sources.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from marl_bft_rllib.validation import check_int, check_number, check_options
 
 CONTEXT_NAMES: tuple[str, ...] = (
     "host_rate",
@@ -37,32 +41,40 @@ class ContextConfig:
 
     def __post_init__(self) -> None:
         """Every constant must be a positive finite number (the threshold any finite one)."""
-        for name in (
-            "tau_rate",
-            "rate_scale",
-            "tau_score",
-            "tau_suspicious",
-            "tau_net",
-            "net_scale",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-                raise ValueError(f"{name}: must be a positive finite number, got {v!r}")
-        if isinstance(self.score_prior, bool) or not 0 <= self.score_prior < math.inf:
-            raise ValueError(f"score_prior: must be a finite number >= 0, got {self.score_prior!r}")
-        if not math.isfinite(self.suspicious_threshold):
+        positive = ("tau_rate", "rate_scale", "tau_score", "tau_suspicious", "tau_net", "net_scale")
+        for name in positive:
+            v = check_number(name, getattr(self, name), lo=0.0, lo_open=True)
+            object.__setattr__(self, name, v)
+        object.__setattr__(
+            self, "score_prior", check_number("score_prior", self.score_prior, lo=0.0)
+        )
+        object.__setattr__(
+            self,
+            "suspicious_threshold",
+            check_number("suspicious_threshold", self.suspicious_threshold),
+        )
+
+    @classmethod
+    def coerce(cls, value: object, name: str = "context") -> ContextConfig:
+        """``value`` if a ContextConfig, else one built from a dict of its fields."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
             raise ValueError(
-                f"suspicious_threshold: must be finite, got {self.suspicious_threshold!r}"
+                f"{name}: expected a ContextConfig or a dict of its fields, got {value!r}"
             )
+        options = check_options(name, value, [f.name for f in dataclasses.fields(cls)])
+        try:
+            return cls(**options)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
 
 
 class HostContextTracker:
     """Online per-host history: recent rate, mean score, suspicious recency, network alert level."""
 
     def __init__(self, n_hosts: int, config: ContextConfig | None = None) -> None:
-        if isinstance(n_hosts, bool) or not isinstance(n_hosts, (int, np.integer)) or n_hosts < 1:
-            raise ValueError(f"n_hosts: must be a positive integer, got {n_hosts!r}")
-        self.n_hosts = int(n_hosts)
+        self.n_hosts = check_int("n_hosts", n_hosts, lo=1)
         self.config = config or ContextConfig()
         c = self.config
         self._k_rate = -1.0 / c.tau_rate

@@ -9,6 +9,7 @@ from typing import Any
 from marl_bft_rllib.events.base import EventSource
 from marl_bft_rllib.events.synthetic import SyntheticAPTSource, SyntheticConfig
 from marl_bft_rllib.events.tabular import TableConfig, TabularSource
+from marl_bft_rllib.validation import check_options
 
 
 def _fields(cls: type) -> set[str]:
@@ -21,18 +22,7 @@ def make_source(source: str | os.PathLike = "synthetic", **kwargs: Any) -> Event
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise ValueError(f"source: expected 'synthetic' or a table path, got {source!r}")
     if str(source) == "synthetic":
-        unknown = sorted(set(kwargs) - _fields(SyntheticConfig))
-        if unknown:
-            raise ValueError(
-                f"make_source: unknown settings {unknown} for the synthetic source; "
-                f"expected some of {sorted(_fields(SyntheticConfig))}"
-            )
+        check_options("make_source", kwargs, _fields(SyntheticConfig))
         return SyntheticAPTSource(SyntheticConfig(**kwargs))
-    allowed = _fields(TableConfig) - {"path"}
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise ValueError(
-            f"make_source: unknown settings {unknown} for a table source; "
-            f"expected some of {sorted(allowed)}"
-        )
+    check_options("make_source", kwargs, _fields(TableConfig) - {"path"})
     return TabularSource(TableConfig(path=source, **kwargs))

@@ -11,7 +11,6 @@ deterministic function of the rng and the decisions. See docs/features.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +23,7 @@ from marl_bft_rllib.events.base import (
     campaign_state_vector,
 )
 from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
+from marl_bft_rllib.validation import check_bool, check_int, check_number
 
 FEATURE_NAMES: tuple[str, ...] = (
     "proc_rarity",
@@ -77,24 +77,6 @@ STAGE_SHIFTS = np.array(
 FOOTHOLD_SHIFT = np.array(_shift(proc_rarity=1.0, edr_score=1.0), np.float32)
 
 
-def _check_number(name: str, v: object, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    """Return ``v`` as float if it is a finite number in [lo, hi] ((lo, hi] if lo_open)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}: expected a number, got {v!r}")
-    x = float(v)
-    if not math.isfinite(x) or x > hi or x < lo or (lo_open and x == lo):
-        side = "(" if lo_open else "["
-        raise ValueError(f"{name}: must lie in {side}{lo}, {hi}], got {v!r}")
-    return x
-
-
-def _check_int(name: str, v: object, lo: int) -> int:
-    """Return ``v`` if it is an integer >= lo."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Scenario of the synthetic APT source; every field is validated."""
@@ -117,39 +99,52 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         """Validate every field; the first bad one raises a ValueError naming it."""
-        _check_int("n_hosts", self.n_hosts, 2)
-        _check_number("threat_rate", self.threat_rate, 0.0, 1.0, lo_open=True)
+        set_ = object.__setattr__
+        set_(self, "n_hosts", check_int("n_hosts", self.n_hosts, lo=2))
+        set_(
+            self,
+            "threat_rate",
+            check_number("threat_rate", self.threat_rate, lo=0.0, hi=1.0, lo_open=True),
+        )
         se = self.stage_events
         if (
             not isinstance(se, (tuple, list))
             or len(se) != 2
-            or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in se)
+            or any(
+                isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) for x in se
+            )
             or not 1 <= se[0] <= se[1]
         ):
             raise ValueError(
                 f"stage_events: expected (lo, hi) integers with 1 <= lo <= hi, got {se!r}"
             )
-        object.__setattr__(self, "stage_events", (int(se[0]), int(se[1])))
-        _check_number("event_spacing", self.event_spacing, 1.0, 1e6)
-        _check_number("stage_gap", self.stage_gap, 1.0, 1e6)
-        _check_number("start_jitter", self.start_jitter, 0.0, 1.0)
-        _check_int("max_campaigns", self.max_campaigns, 1)
-        _check_number("relaunch_gap", self.relaunch_gap, 1.0, 1e6)
-        if not isinstance(self.reimage, bool):
-            raise ValueError(f"reimage: expected a bool, got {self.reimage!r}")
-        pb = _check_number("p_contain_block", self.p_contain_block, 0.0, 1.0)
-        pq = _check_number("p_contain_quarantine", self.p_contain_quarantine, 0.0, 1.0)
-        if pq < pb:
-            raise ValueError(f"p_contain_quarantine: must be >= p_contain_block ({pb}), got {pq}")
-        _check_number("signal", self.signal, 0.0, 100.0)
-        _check_number("foothold_signal", self.foothold_signal, 0.0, 100.0)
-        _check_number("idle_factor", self.idle_factor, 0.0, 1.0)
-        if not isinstance(self.context, ContextConfig):
-            raise ValueError(f"context: expected a ContextConfig, got {self.context!r}")
+        set_(self, "stage_events", (int(se[0]), int(se[1])))
+        numbers = {
+            "event_spacing": (1.0, 1e6),
+            "stage_gap": (1.0, 1e6),
+            "start_jitter": (0.0, 1.0),
+            "relaunch_gap": (1.0, 1e6),
+            "p_contain_block": (0.0, 1.0),
+            "p_contain_quarantine": (0.0, 1.0),
+            "signal": (0.0, 100.0),
+            "foothold_signal": (0.0, 100.0),
+            "idle_factor": (0.0, 1.0),
+        }
+        for name, (lo, hi) in numbers.items():
+            set_(self, name, check_number(name, getattr(self, name), lo=lo, hi=hi))
+        set_(self, "max_campaigns", check_int("max_campaigns", self.max_campaigns, lo=1))
+        set_(self, "reimage", check_bool("reimage", self.reimage))
+        if self.p_contain_quarantine < self.p_contain_block:
+            raise ValueError(
+                f"p_contain_quarantine: must be >= p_contain_block ({self.p_contain_block}), "
+                f"got {self.p_contain_quarantine!r}"
+            )
+        set_(self, "context", ContextConfig.coerce(self.context, "context"))
         if self.mean_lead_in() < 0.0:
             raise ValueError(
-                f"threat_rate: {self.threat_rate} is above what these campaigns can reach "
-                f"(about {self.max_threat_rate():.3f}); raise event density or lower threat_rate"
+                f"threat_rate: above what these campaigns can reach (about "
+                f"{self.max_threat_rate():.3f}; raise event density or lower threat_rate), "
+                f"got {self.threat_rate!r}"
             )
 
     def events_to_breach(self) -> float:

@@ -11,9 +11,9 @@ time-blocked stratified rule of ``split_windows``.
 
 from __future__ import annotations
 
-import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from marl_bft_rllib.events.base import Event, Outcome, campaign_state_dim
 from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
+from marl_bft_rllib.validation import check_bool, check_choice, check_int, check_number, check_str
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PARQUET_EXTS = (".parquet", ".pq")
@@ -54,50 +55,46 @@ class TableConfig:
 
     def __post_init__(self) -> None:
         """Validate every field; the first bad one raises a ValueError naming it."""
+        set_ = object.__setattr__
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
             raise ValueError(f"path: expected a file path, got {self.path!r}")
-        for name in ("label_column",):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name}: expected a column name, got {getattr(self, name)!r}")
+        check_str("label_column", self.label_column)
         for name in ("host_column", "time_column", "score_column"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise ValueError(f"{name}: expected a column name or None, got {v!r}")
+            check_str(name, getattr(self, name), none_ok=True)
         if self.feature_columns is not None:
             cols = self.feature_columns
-            if isinstance(cols, str) or not all(isinstance(c, str) and c for c in cols):
+            if isinstance(cols, (str, Mapping)) or not isinstance(cols, Iterable):
                 raise ValueError(
-                    f"feature_columns: expected a sequence of column names, got {cols!r}"
+                    f"feature_columns: expected a sequence of column names or None, got {cols!r}"
                 )
             cols = tuple(cols)
+            for i, c in enumerate(cols):
+                check_str(f"feature_columns[{i}]", c)
             if not cols:
-                raise ValueError("feature_columns: must name at least one column")
+                raise ValueError("feature_columns: must name at least one column, got ()")
             if len(set(cols)) != len(cols):
-                raise ValueError(f"feature_columns: duplicate names in {cols!r}")
+                raise ValueError(f"feature_columns: duplicate names, got {cols!r}")
             special = {self.label_column, self.host_column, self.time_column} & set(cols)
             if special:
-                raise ValueError(f"feature_columns: must not include {sorted(special)}")
-            object.__setattr__(self, "feature_columns", cols)
+                raise ValueError(
+                    f"feature_columns: must not include {sorted(special)}, got {cols!r}"
+                )
+            set_(self, "feature_columns", cols)
         for name in ("episode_length", "batch_rows", "n_blocks"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if self.split not in SPLITS:
-            raise ValueError(f"split: expected one of {SPLITS}, got {self.split!r}")
+            set_(self, name, check_int(name, getattr(self, name), lo=1))
+        set_(self, "split", check_choice("split", self.split, SPLITS))
         fr = self.split_fractions
-        try:
-            fr = tuple(float(x) for x in fr)
-        except (TypeError, ValueError):
-            raise ValueError(f"split_fractions: expected three numbers, got {fr!r}") from None
-        if len(fr) != 3 or any(not math.isfinite(x) or x < 0 for x in fr) or sum(fr) <= 0:
-            raise ValueError(
-                f"split_fractions: expected three numbers >= 0 with a positive sum, got {fr!r}"
-            )
-        object.__setattr__(self, "split_fractions", tuple(x / sum(fr) for x in fr))
-        if not isinstance(self.standardize, bool):
-            raise ValueError(f"standardize: expected a bool, got {self.standardize!r}")
-        if not isinstance(self.context, ContextConfig):
-            raise ValueError(f"context: expected a ContextConfig, got {self.context!r}")
+        if isinstance(fr, (str, Mapping)) or not isinstance(fr, Iterable):
+            raise ValueError(f"split_fractions: expected three numbers, got {fr!r}")
+        fr = tuple(fr)
+        if len(fr) != 3:
+            raise ValueError(f"split_fractions: expected three numbers, got {fr!r}")
+        fr = tuple(check_number(f"split_fractions[{i}]", x, lo=0.0) for i, x in enumerate(fr))
+        if sum(fr) <= 0:
+            raise ValueError(f"split_fractions: expected a positive sum, got {fr!r}")
+        set_(self, "split_fractions", tuple(x / sum(fr) for x in fr))
+        set_(self, "standardize", check_bool("standardize", self.standardize))
+        set_(self, "context", ContextConfig.coerce(self.context, "context"))
 
 
 def split_windows(

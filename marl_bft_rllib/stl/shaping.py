@@ -28,6 +28,7 @@ from marl_bft_rllib.stl.ast import (
     nnf,
 )
 from marl_bft_rllib.stl.offline import as_formula, robustness
+from marl_bft_rllib.validation import check_int, check_number
 
 __all__ = ["DEFAULT_SPECS", "SHAPING_MODES", "SIGNALS", "STLShaper", "validate_specs"]
 
@@ -70,10 +71,7 @@ def validate_specs(
             formula = as_formula(text)
         except ValueError as e:
             raise ValueError(f"{field}: spec {name!r}: {e}") from None
-        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
-            raise ValueError(f"{field}: spec {name!r}: weight must be a number, got {weight!r}")
-        if not math.isfinite(float(weight)):
-            raise ValueError(f"{field}: spec {name!r}: weight must be finite, got {weight!r}")
+        weight = check_number(f"{field}: spec {name!r}: weight", weight)
         if allowed_set is not None:
             unknown = sorted(formula.signals - allowed_set)
             if unknown:
@@ -81,7 +79,7 @@ def validate_specs(
                     f"{field}: spec {name!r} uses unknown signal(s) {unknown}; "
                     f"allowed: {sorted(allowed_set)}"
                 )
-        out[name] = (formula, float(weight))
+        out[name] = (formula, weight)
     return out
 
 
@@ -259,20 +257,14 @@ class STLShaper:
     ) -> None:
         if mode not in SHAPING_MODES:
             raise ValueError(f"shaping: unknown mode {mode!r}; expected one of {SHAPING_MODES}")
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
-            raise ValueError(f"clip: must be a finite number > 0, got {clip!r}")
-        if not math.isfinite(clip):
-            raise ValueError(f"clip: must be a finite number > 0, got {clip!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
-            raise ValueError(f"gamma: must be in [0, 1], got {gamma!r}")
-        if horizon is not None and (
-            isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1
-        ):
-            raise ValueError(f"horizon: must be an int >= 1 or None, got {horizon!r}")
+        clip = check_number("clip", clip, lo=0.0, lo_open=True)
+        gamma = check_number("gamma", gamma, lo=0.0, hi=1.0)
+        if horizon is not None:
+            horizon = check_int("horizon", horizon, lo=1)
         self.specs = validate_specs(specs, allowed=None)
         self.mode = mode
-        self.gamma = float(gamma)
-        self.clip = float(clip)
+        self.gamma = gamma
+        self.clip = clip
         self.horizon = horizon  # documentation / sanity only: traces may be any length
         self.names = tuple(self.specs)
         self.weights = [w for _, w in self.specs.values()]

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray cluster to join ('auto'); default: RAY_ADDRESS or a new local instance",
     )
     g.add_argument(
+        "--num-cpus",
+        type=_int_at_least(1),
+        default=None,
+        help="logical CPUs of a new local Ray instance (default: this machine's cores)",
+    )
+    g.add_argument(
         "--num-env-runners",
         type=_int_at_least(0),
         default=d["num_env_runners"],
@@ -293,6 +299,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--stop-iters: asha needs at least 4 iterations to stop trials early")
     if args.scheduler == "pbt" and args.search == "none":
         parser.error("--scheduler: pbt mutates hyperparameters; give --search ppo|reward|full")
+    if args.num_cpus is not None and (args.address or os.environ.get("RAY_ADDRESS")):
+        parser.error("--num-cpus: only for a new local instance, not with --address")
     if args.num_learners == 0 and args.gpus_per_learner > 1:
         parser.error(
             "--gpus-per-learner: the local learner (--num-learners 0) can use at most 1 GPU"
@@ -514,16 +522,9 @@ def init_ray(args: argparse.Namespace) -> None:
         path = os.environ.get("PYTHONPATH", "")
         if str(REPO_ROOT) not in path.split(os.pathsep):
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
-        try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-        except (ValueError, RuntimeError) as e:
-            if "existing cluster" not in str(e):
-                raise
-            args.parser.error(
-                "--address: a Ray cluster is already running on this machine (ray start); "
-                "join it with --address auto (with the same RAY_AUTH_MODE / token as the "
-                "cluster, see the README), or run without it once it is stopped"
-            )
+        # "local": always a new instance of our own, even when other Ray instances (a
+        # `ray start` cluster, another job) run on this machine; join one with --address.
+        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
 
 
 def check_resources(args: argparse.Namespace, config: Any) -> None:

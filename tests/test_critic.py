@@ -91,6 +91,31 @@ def test_targets_stay_raw_discounted_returns_with_the_central_critic(trained):
         assert np.abs(rec[Postprocessing.VALUE_TARGETS][mask]).max() > 20  # not standardised
 
 
+def test_sampled_states_align_with_each_steps_observation(trained):
+    """The state stored with step t's model outputs is infos[t]["state"], for every t."""
+    config = build_ppo_config(ENV, train_batch_size_per_learner=300)
+    algo = config.build_algo()
+    try:
+        episodes = algo.env_runner.sample(num_timesteps=200)
+    finally:
+        algo.stop()
+    checked = 0
+    for episode in episodes:
+        for sa in episode.agent_episodes.values():
+            n = len(sa)
+            stored = sa.get_extra_model_outputs(CRITIC_STATE, slice(0, n))
+            infos = sa.get_infos(slice(0, n))
+            np.testing.assert_array_equal(np.stack(stored), np.stack([i["state"] for i in infos]))
+            checked += n
+            # A slice keeps the stored states (RLlib's MultiAgentEpisode.slice drops infos).
+            part = episode.slice(slice(2, 9)).agent_episodes[sa.agent_id]
+            np.testing.assert_array_equal(
+                np.stack(part.get_extra_model_outputs(CRITIC_STATE, slice(0, len(part)))),
+                np.stack(stored[2:9]),
+            )
+    assert checked > 100
+
+
 def test_inference_only_module_has_no_critic():
     env = BFTSecurityEnv(ENV)
     runner = RLModuleSpec(

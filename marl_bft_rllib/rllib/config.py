@@ -11,7 +11,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET
 from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
-from marl_bft_rllib.rllib.critic import STATE_DIM_KEY, CentralCriticPPOTorchRLModule
+from marl_bft_rllib.rllib.critic import (
+    STATE_DIM_KEY,
+    AddCriticStateToModuleInput,
+    CentralCriticPPOTorchRLModule,
+)
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPOTorchLearner
 from marl_bft_rllib.rllib.registration import register
 
@@ -50,6 +54,13 @@ def map_to_shared(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
 def map_to_own(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
     """Policy mapping for independent PPO: replica ``replica_i`` uses module ``replica_i``."""
     return str(agent_id)
+
+
+def critic_state_connector(
+    env: Any = None, spaces: Any = None, device: Any = None
+) -> AddCriticStateToModuleInput:
+    """Env-to-module connector of the central critic (``config.env_runners(...)``)."""
+    return AddCriticStateToModuleInput()
 
 
 def _training_keys() -> set[str]:
@@ -111,7 +122,7 @@ def build_ppo_config(
         config = config.rl_module(
             rl_module_spec=RLModuleSpec(module_class=CentralCriticPPOTorchRLModule),
             model_config={**MODEL_DEFAULTS, STATE_DIM_KEY: state_dim},
-        )
+        ).env_runners(env_to_module_connector=critic_state_connector)
     return config
 
 

@@ -7,11 +7,20 @@ progress), which the defenders cannot see. The actor is unchanged and reads only
 agent's own observation, so sampling, evaluation and a restored policy need nothing
 else; the critic runs only in the learner.
 
-The state reaches the train batch through ``AddCriticStateToBatch``, a learner
-ConnectorV2 piece that copies ``infos[agent]["state"]`` (the env puts ``state()`` into
-every step's infos, aligned with the observation) into the column ``CRITIC_STATE``,
-including the phantom bootstrap row that ``AddOneTsToEpisodesAndTruncate`` appends.
-``MonteCarloPPOTorchLearner`` inserts it when a module declares ``uses_critic_state``.
+How the state reaches the loss (the env puts ``state()`` into every step's infos,
+aligned with the observation):
+1. ``AddCriticStateToModuleInput``, an env-to-module piece on the env runners, copies
+   ``infos[agent]["state"]`` of the current step into the module input's column
+   ``CRITIC_STATE``; the module passes it through to its outputs, so RLlib stores it
+   with the step's other model outputs (``extra_model_outputs``, like the action
+   log-probabilities). Those survive RLlib 2.60's ``MultiAgentEpisode.slice``, which
+   the learner group uses to shard episodes across several learners and which drops
+   infos.
+2. ``AddCriticStateToBatch``, a learner piece inserted by ``MonteCarloPPOTorchLearner``
+   when a module declares ``uses_critic_state``, writes those states into the train
+   batch's ``CRITIC_STATE`` column. The phantom bootstrap row (``V(s_T)``) gets the
+   state of the final observation from the last infos where the episode still has them
+   (unsliced), else the last step's state.
 """
 
 from __future__ import annotations
@@ -90,8 +99,11 @@ class CentralCriticPPOTorchRLModule(DefaultPPOTorchRLModule):
 
     @override(RLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Action logits from the agent's own observation only."""
-        return {Columns.ACTION_DIST_INPUTS: self._actor_logits(batch)}
+        """Action logits from the agent's own observation only (the state passes through)."""
+        out = {Columns.ACTION_DIST_INPUTS: self._actor_logits(batch)}
+        if CRITIC_STATE in batch:  # sampling: stored with the step's model outputs
+            out[CRITIC_STATE] = batch[CRITIC_STATE]
+        return out
 
     @override(RLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -118,8 +130,38 @@ class CentralCriticPPOTorchRLModule(DefaultPPOTorchRLModule):
         return self.vf(embeddings).squeeze(-1)
 
 
+def _info_state(info: Any) -> Any:
+    """``info["state"]``, or a clear error naming what is missing."""
+    if not isinstance(info, dict) or STATE_INFO_KEY not in info:
+        raise ValueError(
+            f"infos: the central critic needs infos[agent][{STATE_INFO_KEY!r}] at every step "
+            "(BFTSecurityEnv provides it); use critic='local' for other envs"
+        )
+    return info[STATE_INFO_KEY]
+
+
+class AddCriticStateToModuleInput(ConnectorV2):
+    """Env-to-module piece: the current step's ``infos[agent]["state"]`` as a module input."""
+
+    @override(ConnectorV2)
+    def __call__(
+        self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs: Any
+    ) -> Any:
+        """Add one state per agent that acts now, in the same order as its observation."""
+        for sa_episode in self.single_agent_episode_iterator(
+            episodes, agents_that_stepped_only=True
+        ):
+            self.add_batch_item(
+                batch,
+                CRITIC_STATE,
+                item_to_add=_info_state(sa_episode.get_infos(-1)),
+                single_agent_episode=sa_episode,
+            )
+        return batch
+
+
 class AddCriticStateToBatch(ConnectorV2):
-    """Learner piece: copies ``infos[agent]["state"]`` into the ``CRITIC_STATE`` column."""
+    """Learner piece: the states stored at sampling time as the ``CRITIC_STATE`` column."""
 
     @override(ConnectorV2)
     def __call__(
@@ -134,19 +176,24 @@ class AddCriticStateToBatch(ConnectorV2):
                 rl_module[mid].unwrapped(), "uses_critic_state", False
             ):
                 continue
-            infos = sa_episode.get_infos(slice(0, len(sa_episode)))
+            n = len(sa_episode)  # real steps + the phantom row
+            if n == 0:
+                continue
             try:
-                states = [info[STATE_INFO_KEY] for info in infos]
-            except (KeyError, TypeError):
+                states = list(sa_episode.get_extra_model_outputs(CRITIC_STATE, slice(0, n)))
+            except KeyError:
                 raise ValueError(
-                    f"infos: the central critic needs infos[agent][{STATE_INFO_KEY!r}] at every "
-                    "step (BFTSecurityEnv provides it); use critic='local' for other envs"
+                    f"episodes: no {CRITIC_STATE!r} model outputs; the env runners need "
+                    "AddCriticStateToModuleInput (build_ppo_config(critic='central') adds it)"
                 ) from None
+            final = sa_episode.get_infos(-1)
+            if isinstance(final, dict) and STATE_INFO_KEY in final:
+                states[-1] = final[STATE_INFO_KEY]  # the bootstrap row's own state
             self.add_n_batch_items(
                 batch,
                 CRITIC_STATE,
                 items_to_add=states,
-                num_items=len(sa_episode),
+                num_items=n,
                 single_agent_episode=sa_episode,
             )
         return batch
@@ -156,6 +203,7 @@ __all__ = [
     "CRITIC_STATE",
     "STATE_DIM_KEY",
     "AddCriticStateToBatch",
+    "AddCriticStateToModuleInput",
     "CentralCriticEncoder",
     "CentralCriticPPOTorchRLModule",
 ]

@@ -116,6 +116,8 @@ def build_ppo_config(
             learner_config_dict=MonteCarloLearnerOptions().to_learner_config_dict(),
         )
         .callbacks(MarlBftCallbacks)
+        # A dead env runner is replaced, not fatal (RLlib's default waits 60 s to do so).
+        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=5.0)
         .training(**{**TRAINING_DEFAULTS, **training})
     )
     if critic == "central":

@@ -27,6 +27,15 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
     sys.path.insert(0, str(REPO_ROOT))
 
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
+from marl_bft_rllib.tune import (  # noqa: E402
+    EVAL_F1,
+    EVAL_F1_LAST,
+    VALUE_EV,
+    VALUE_HEALTH,
+    VALUE_LOSS,
+    ResumableCSVLoggerCallback,
+    TuneSummaryCallbacks,
+)
 
 # -- defaults: the one place to tune the main job --------------------------------------------
 DEFAULTS: dict[str, Any] = {
@@ -74,13 +83,6 @@ SEARCH_DOCS: dict[str, str] = {
 }
 SCHEDULERS = ("none", "asha", "pbt")
 
-# Result keys (flattened with "/") that this script adds or reads.
-EVAL_F1 = "eval_f1"  # pooled F1 of this iteration's evaluation, nan when none ran
-EVAL_RETURN = "eval_return"  # mean return of this iteration's evaluation, nan when none ran
-EVAL_F1_LAST = "eval_f1_last"  # latest evaluation F1 carried forward (schedulers, stopper)
-VALUE_LOSS = "value_loss"  # max over modules of the unclipped value loss
-VALUE_EV = "value_ev"  # min over modules of the masked explained variance
-VALUE_HEALTH = "value_health"  # worst over modules: "ok" / "stuck" / "exploding"
 PROGRESS_COLUMNS = {
     "training_iteration": "iter",
     "num_env_steps_sampled_lifetime": "env steps",
@@ -365,37 +367,6 @@ def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def summarize_result(algorithm: Any, result: dict, **kwargs: Any) -> None:
-    """on_train_result hook: evaluation F1 (fresh and carried) and value-health summaries."""
-    from marl_bft_rllib.rllib import env_metric, health_status_name
-
-    # RLlib repeats the last evaluation results in later results; only count fresh ones.
-    interval = algorithm.config.evaluation_interval or 0
-    fresh = bool(interval) and result.get("training_iteration", 0) % interval == 0
-    f1 = env_metric(result, "pooled_f1", evaluation=True) if fresh else None
-    if fresh and f1 is None:
-        f1 = env_metric(result, "f1", evaluation=True)
-    if f1 is not None:
-        algorithm._marl_bft_eval_f1 = f1
-    ret = (result.get("evaluation") or {}).get("env_runners", {}).get("episode_return_mean")
-    result[EVAL_F1] = float("nan") if f1 is None else f1
-    result[EVAL_RETURN] = float(ret) if fresh and ret is not None else float("nan")
-    result[EVAL_F1_LAST] = getattr(algorithm, "_marl_bft_eval_f1", float("nan"))
-    losses, evs, codes = [], [], []
-    for stats in (result.get("learners") or {}).values():
-        if not isinstance(stats, Mapping):
-            continue
-        if "value_loss_unclipped" in stats:
-            losses.append(float(stats["value_loss_unclipped"]))
-        if "value_explained_var" in stats:
-            evs.append(float(stats["value_explained_var"]))
-        if "value_health" in stats and math.isfinite(float(stats["value_health"])):
-            codes.append(float(stats["value_health"]))
-    result[VALUE_LOSS] = max(losses) if losses else float("nan")
-    result[VALUE_EV] = min(evs) if evs else float("nan")
-    result[VALUE_HEALTH] = health_status_name(max(codes)) if codes else "n/a"
-
-
 def build_config(args: argparse.Namespace) -> Any:
     """The PPOConfig of one trial (before search-space overrides)."""
     from marl_bft_rllib.rllib import add_evaluation, build_ppo_config
@@ -418,7 +389,7 @@ def build_config(args: argparse.Namespace) -> Any:
         num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.envs_per_runner
     )
     config.learners(num_learners=args.num_learners, num_gpus_per_learner=args.gpus_per_learner)
-    config.callbacks(on_train_result=summarize_result)
+    config.callbacks(TuneSummaryCallbacks)  # the project's metrics + the progress summary
     if args.smoke:
         config.rl_module(model_config={**config.model_config, **SMOKE["model"]})
     if args.seed is not None:
@@ -648,11 +619,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         num_to_keep=args.keep_checkpoints,
                         checkpoint_score_attribute=EVAL_F1,
                         checkpoint_score_order="max",
-                        checkpoint_frequency=args.eval_interval,
+                        # Every iteration: --resume redoes at most the one in flight.
+                        checkpoint_frequency=1,
                         checkpoint_at_end=True,
                     ),
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     progress_reporter=reporter,
+                    callbacks=[ResumableCSVLoggerCallback()],
                     verbose=1,
                 ),
             )

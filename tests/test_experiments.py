@@ -230,17 +230,17 @@ def test_restored_greedy_actions_equal_trained(eval_mod, tmp_path) -> None:
     from marl_bft_rllib.env import BFTSecurityEnv
     from marl_bft_rllib.evaluation import greedy_policy
     from marl_bft_rllib.rllib import build_ppo_config
+    from marl_bft_rllib.rllib.inference import logits_fn
 
     env_config = {"horizon": 32}
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=1, include_dashboard=False)
     try:
-        config = (
-            build_ppo_config(env_config)
-            .training(train_batch_size_per_learner=64, minibatch_size=32, num_epochs=2)
-            .rl_module(model_config={"fcnet_hiddens": [16], "vf_share_layers": False})
+        config = build_ppo_config(env_config).training(
+            train_batch_size_per_learner=64, minibatch_size=32, num_epochs=2
         )
+        config.rl_module(model_config={**config.model_config, "fcnet_hiddens": [16]})
         algo = config.build_algo()
         algo.train()
         ckpt = Path(algo.save(str(tmp_path / "ckpt")).checkpoint.path)
@@ -267,12 +267,12 @@ def test_restored_greedy_actions_equal_trained(eval_mod, tmp_path) -> None:
 
     restored = eval_mod.load_modules(ckpt)
     assert list(restored) == ["shared"]
-    got = eval_mod.logits_fn(restored["shared"])(x)
+    got = logits_fn(restored["shared"])(x)
     want = logits(trained)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
     assert not np.allclose(logits(fresh), want)  # the comparison can tell modules apart
     # Through the evaluation policy: same greedy actions for every replica.
     obs = {f"replica_{i}": x[i] for i in range(4)}
-    pol = greedy_policy({"shared": eval_mod.logits_fn(restored["shared"])}, lambda a: "shared")
+    pol = greedy_policy({"shared": logits_fn(restored["shared"])}, lambda a: "shared")
     assert pol(obs) == {a: int(want[i].argmax()) for i, a in enumerate(obs)}

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import ray
 import torch
 
 from marl_bft_rllib.rllib import build_ppo_config
-
-TRAIN = Path(__file__).resolve().parent.parent / "experiments" / "train_tune.py"
-
-
-def _train_module():
-    spec = importlib.util.spec_from_file_location("train_tune", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from marl_bft_rllib.tune import TuneSummaryCallbacks
 
 
 def _crash(env_runner) -> None:
@@ -42,7 +32,11 @@ def ray_session():
 
 
 def test_training_survives_a_killed_env_runner(ray_session):
-    summarize = _train_module().summarize_result
+    summary = TuneSummaryCallbacks()
+
+    def summarize(*, algorithm, result):
+        summary.on_train_result(algorithm=algorithm, result=result)
+
     config = build_ppo_config(
         {"horizon": 50, "seed": 1},
         train_batch_size_per_learner=100,

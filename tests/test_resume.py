@@ -1,0 +1,67 @@
+"""--resume after a SIGINT: no iteration redone twice, parseable progress, carried F1 never NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = REPO / "experiments" / "train_tune.py"
+STOP_ITERS = 8
+
+
+def _cmd(storage: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(TRAIN), "--smoke", "--stop-iters", str(STOP_ITERS),
+        "--eval-interval", "2", "--storage-path", str(storage), "--name", "resumed", *extra,
+    ]  # fmt: skip
+
+
+def _trial_dir(exp: Path) -> Path | None:
+    dirs = [p for p in exp.glob("PPO_*") if p.is_dir()]
+    return dirs[0] if dirs else None
+
+
+def _rows(exp: Path) -> int:
+    trial = _trial_dir(exp)
+    if trial is None or not (trial / "result.json").is_file():
+        return 0
+    return len((trial / "result.json").read_text().splitlines())
+
+
+def test_sigint_then_resume_continues_from_the_last_iteration(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    exp = tmp_path / "resumed"
+    proc = subprocess.Popen(
+        _cmd(tmp_path), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 240
+    while _rows(exp) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    interrupted_at = _rows(exp)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=180)
+    assert interrupted_at < STOP_ITERS
+
+    done = subprocess.run(
+        _cmd(tmp_path, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    trial = _trial_dir(exp)
+    results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    iterations = [r["training_iteration"] for r in results]
+    assert iterations == list(range(1, STOP_ITERS + 1)), iterations  # none twice, none lost
+    progress = pd.read_csv(trial / "progress.csv")  # one header across the resume
+    assert progress["training_iteration"].tolist() == iterations
+    carried = [r["eval_f1_last"] for r in results if r["training_iteration"] >= 2]
+    assert all(not math.isnan(f) for f in carried), carried  # restored trials re-evaluate

@@ -1,0 +1,107 @@
+"""RLlib sampling throughput against the raw env's rate (the limit), measured in one run.
+
+For each ``num_envs_per_env_runner`` in ``--envs`` and each ``num_env_runners`` in
+``--runners`` it builds the project's default config (``build_ppo_config()``: central
+critic, its env-to-module state piece, the metrics callbacks), samples
+``--steps`` env steps with ``env_runner_group.sample`` after one warm-up call, and times
+one full ``train()`` iteration (2,000 env steps). The limit is the raw
+``BFTSecurityEnv`` stepped with random actions in this process. It prints env-steps/s
+and the ratio to the raw env, and writes ``benchmarks/results/sampling_throughput.json``.
+
+    python benchmarks/sampling_throughput.py
+    python benchmarks/sampling_throughput.py --envs 1 4 --runners 0 --steps 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from marl_bft_rllib.env import BFTSecurityEnv  # noqa: E402
+from marl_bft_rllib.rllib import build_ppo_config  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sampling_throughput.json"
+
+
+def raw_env_rate(steps: int, seed: int = 0) -> float:
+    """Env steps per second of the bare env with random votes (no RLlib)."""
+    env = BFTSecurityEnv({"seed": seed})
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for _ in range(steps):
+        if not env.agents:
+            env.reset()
+        env.step({a: int(rng.integers(4)) for a in env.agents})
+    return steps / (time.perf_counter() - start)
+
+
+def rllib_rates(envs: int, runners: int, steps: int) -> dict[str, float]:
+    """Sampling env-steps/s and seconds per train() of the default config."""
+    config = build_ppo_config({"seed": 0}).env_runners(
+        num_env_runners=runners, num_envs_per_env_runner=envs
+    )
+    algo = config.build_algo()
+    try:
+        group = algo.env_runner_group
+        group.sample(num_timesteps=min(steps, 500))  # warm-up: first forward passes
+        start = time.perf_counter()
+        episodes = group.sample(num_timesteps=steps)
+        seconds = time.perf_counter() - start
+        sampled = sum(e.env_steps() for e in episodes)
+        start = time.perf_counter()
+        algo.train()
+        train_s = time.perf_counter() - start
+    finally:
+        algo.stop()
+    return {"env_steps_per_s": sampled / seconds, "train_seconds": train_s}
+
+
+def main() -> None:
+    """Measure every (envs, runners) cell next to the raw env and write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--runners", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=8000, help="env steps sampled per cell")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    raw = raw_env_rate(args.steps)
+    cells = []
+    for runners in args.runners:
+        for envs in args.envs:
+            rates = rllib_rates(envs, runners, args.steps)
+            cells.append({"num_env_runners": runners, "num_envs_per_env_runner": envs, **rates})
+            cells[-1]["ratio_to_raw"] = rates["env_steps_per_s"] / raw
+            print(
+                f"runners {runners} envs {envs:>2}: {rates['env_steps_per_s']:7.0f} env-steps/s "
+                f"({cells[-1]['ratio_to_raw']:.0%} of raw {raw:.0f}), "
+                f"train() {rates['train_seconds']:.2f} s",
+                flush=True,
+            )
+    ray.shutdown()
+    report = {
+        "benchmark": "sampling_throughput",
+        "command": "python benchmarks/sampling_throughput.py " + " ".join(sys.argv[1:]),
+        "machine": platform.platform(),
+        "raw_env_steps_per_s": raw,
+        "cells": cells,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

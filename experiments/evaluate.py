@@ -274,7 +274,8 @@ def plot_learning_curve(progress: Any, path: Path) -> bool:
     if "eval_return" in progress and progress["eval_return"].notna().any():
         ok = progress["eval_return"].notna()
         ax1.plot(x[ok], progress["eval_return"][ok], marker="o", label="evaluation return")
-    ax1.set_xlabel(x_key)
+    x_label = "env steps" if x_key == "num_env_steps_sampled_lifetime" else "iteration"
+    ax1.set_xlabel(x_label)
     ax1.set_ylabel("mean episode return")
     ax1.set_title("Return")
     for key, label in (
@@ -287,7 +288,7 @@ def plot_learning_curve(progress: Any, path: Path) -> bool:
             if ok.any():
                 ax2.plot(x[ok], y[ok], marker="o" if key == "eval_f1" else None, label=label)
                 plotted = True
-    ax2.set_xlabel(x_key)
+    ax2.set_xlabel(x_label)
     ax2.set_ylabel("F1")
     ax2.set_ylim(0, 1)
     ax2.set_title("Detection F1")
@@ -302,20 +303,28 @@ def plot_learning_curve(progress: Any, path: Path) -> bool:
     return plotted
 
 
-def plot_confusion(matrices: Mapping[str, list[list[int]]], path: Path) -> None:
-    """One 2x2 confusion-matrix panel per policy."""
+def plot_confusion(
+    matrices: Mapping[str, list[list[int]]], path: Path, f1: Mapping[str, float] | None = None
+) -> None:
+    """One 2x2 confusion-matrix panel per policy (log colour scale, F1 in the title)."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.4 * len(matrices), 3.4), squeeze=False)
     for ax, (name, m) in zip(axes[0], matrices.items(), strict=True):
         arr = np.asarray(m)
-        ax.imshow(arr, cmap="Blues")
+        # Log scale: TN outnumbers every other cell ~10x; a linear scale washes them out.
+        norm = LogNorm(vmin=1, vmax=max(int(arr.max()), 2))
+        ax.imshow(np.maximum(arr, 1), cmap="Blues", norm=norm)
         for (i, j), v in np.ndenumerate(arr):
-            dark = v > arr.max() / 2
+            dark = v > np.sqrt(max(arr.max(), 1))
             ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "black")
         ax.set_xticks([0, 1], ["allowed", "restricted"])
         ax.set_yticks([0, 1], ["benign", "malicious"])
-        ax.set_title(name)
+        ax.set_xlabel("decision")
+        ax.set_ylabel("true label")
+        title = name if not f1 or name not in f1 else f"{name}\nF1 {f1[name]:.3f}"
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -525,10 +534,12 @@ def evaluate(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     plots: dict[str, str] = {}
     conf_png = out / "confusion_matrix.png"
-    plot_confusion(
-        {n: report["confusion_matrix"][n] for n in column_order(list(report["baselines"]))},
-        conf_png,
-    )
+    names = column_order(list(report["baselines"]))
+    scores = {
+        "policy": report["policy"]["f1"],
+        **{n: s["f1"] for n, s in report["baselines"].items()},
+    }
+    plot_confusion({n: report["confusion_matrix"][n] for n in names}, conf_png, scores)
     plots["confusion_matrix"] = str(conf_png)
     progress = load_progress(checkpoint)
     curve_png = out / "learning_curve.png"

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,6 +81,11 @@ class TuneSummaryCallbacks(MarlBftCallbacks):
         """No evaluation seen yet in this process."""
         super().__init__()
         self.last_eval_f1: float | None = None
+
+    @override(MarlBftCallbacks)
+    def on_algorithm_init(self, *, algorithm: Any, **kwargs: Any) -> None:
+        """Quiet Tune's per-checkpoint INFO line (one per iteration) in the trial's log."""
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     @override(MarlBftCallbacks)
     def on_train_result(self, *, algorithm: Any, result: dict, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action
+from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action, is_restrictive
 from marl_bft_rllib.bft import BEHAVIORS, PBFTConsensus
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, make_source
@@ -24,7 +24,7 @@ STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that obse
 
 def outcome_reward(table: Mapping[str, float], label: int, action: int) -> float:
     """Reward-table value of responding with ``action`` to an event with ``label``."""
-    restrictive = action >= Action.BLOCK
+    restrictive = is_restrictive(action)
     if label:
         r = table["tp"] if restrictive else table["fn"]
     else:
@@ -34,7 +34,7 @@ def outcome_reward(table: Mapping[str, float], label: int, action: int) -> float
 
 def confusion_key(label: int, action: int) -> str:
     """Which confusion cell (tp / tn / fp / fn) a decision on a labelled event falls in."""
-    restrictive = action >= Action.BLOCK
+    restrictive = is_restrictive(action)
     if label:
         return "tp" if restrictive else "fn"
     return "fp" if restrictive else "tn"
@@ -244,7 +244,29 @@ class BFTSecurityEnv(ParallelEnv):
         """Vote, reach consensus on the current event, apply the decision, advance."""
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        cfg = self.config
+        votes = self._collect_votes(actions)
+        event = self._event
+        result = self._consensus.decide(votes)
+        outcome = self._apply_decision(event, int(result.decision))
+        last = outcome.breached or outcome.exhausted or self.t >= self.config.horizon
+        rewards = self._rewards(int(event.label), votes, result, outcome.breached, last)
+        self._record_history(votes, result)
+        # Breach: terminal. Horizon: terminal only when time is part of the task.
+        terminated = bool(outcome.breached) or (last and self.config.time_limit == "episodic")
+        terms = dict.fromkeys(self.agents, terminated)
+        truncs = dict.fromkeys(self.agents, not terminated and last)
+        if self.render_mode == "ansi":
+            self._render_lines.append(self._render_line(event, votes, result, rewards))
+        if not last:
+            self._event = self._events.current()
+        obs = self._observe()
+        infos = self._step_infos(int(event.label), result, last)
+        if last:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    def _collect_votes(self, actions: Mapping[str, int]) -> np.ndarray:
+        """Every replica's vote (Byzantine slots are filled in by the protocol)."""
         votes = np.full(self.n, int(Action.ALLOW), np.int64)
         for agent in self.agents:
             if agent not in actions:
@@ -253,69 +275,67 @@ class BFTSecurityEnv(ParallelEnv):
             if not 0 <= a < N_ACTIONS:
                 raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
             votes[self.agent_index[agent]] = a
-        event = self._event
+        return votes
+
+    def _apply_decision(self, event: Any, decision: int) -> Any:
+        """Count the decision, apply it to the world and advance time by one step."""
         label = int(event.label)
-        result = self._consensus.decide(votes)
-        decision = int(result.decision)
-        restrictive = decision >= Action.BLOCK
-
-        # Team reward and each replica's own-vote reward.
-        table = cfg.reward_table
-        team = outcome_reward(table, label, decision)
         self._counts[confusion_key(label, decision)] += 1
-        own = {
-            a: outcome_reward(table, label, int(votes[self.agent_index[a]])) for a in self.agents
-        }
-
-        # Apply the decision to the world.
         outcome = self._events.respond(decision)
         if decision == Action.QUARANTINE:
-            self._quarantine_until[event.host] = self.t + 1 + cfg.quarantine_steps
+            self._quarantine_until[event.host] = self.t + 1 + self.config.quarantine_steps
         self.t += 1
-        last = outcome.breached or outcome.exhausted or self.t >= cfg.horizon
+        self._fp_hist[self.t % len(self._fp_hist)] = (
+            int(is_restrictive(decision) and not label),
+            int(not label),
+        )
+        self._breached = bool(outcome.breached)
+        return outcome
 
-        # STL signals and shaping.
-        signals = self._signals(label, restrictive, result)
+    def _rewards(
+        self, label: int, votes: np.ndarray, result: Any, breached: bool, last: bool
+    ) -> dict[str, float]:
+        """Team reward + vote_weight x own-vote reward + STL shaping (+ breach penalty)."""
+        cfg = self.config
+        decision = int(result.decision)
+        team = outcome_reward(cfg.reward_table, label, decision)
+        signals = self._signals(label, bool(is_restrictive(decision)), result)
         shaping = cfg.stl_weight * self._shaper.step(signals, last=last)
-        penalty = -cfg.breach_penalty if outcome.breached else 0.0
-        rewards = {
-            a: float(team + cfg.vote_weight * own[a] + shaping + penalty) for a in self.agents
+        penalty = -cfg.breach_penalty if breached else 0.0
+        return {
+            a: float(
+                team
+                + cfg.vote_weight
+                * outcome_reward(cfg.reward_table, label, int(votes[self.agent_index[a]]))
+                + shaping
+                + penalty
+            )
+            for a in self.agents
         }
 
-        # History for the next observation.
+    def _record_history(self, votes: np.ndarray, result: Any) -> None:
+        """Shift the own-vote, decision, peer-vote and view-change history."""
         self._own_votes[:, 1:] = self._own_votes[:, :-1]
         self._own_votes[:, 0] = votes * _SEVERITY
         self._decisions[1:] = self._decisions[:-1]
-        self._decisions[0] = decision * _SEVERITY
+        self._decisions[0] = int(result.decision) * _SEVERITY
         revealed = result.revealed_votes
         self._peer_votes = np.where(revealed >= 0, revealed * _SEVERITY, -1.0).astype(np.float32)
         if result.view_changes:
             self._last_view_change = self.t
 
-        # Breach: terminal. Horizon: terminal only when time is part of the task.
-        terminated = bool(outcome.breached) or (last and cfg.time_limit == "episodic")
-        truncated = not terminated and last
-        self._breached = bool(outcome.breached)
-        step_info = {
+    def _step_infos(self, label: int, result: Any, last: bool) -> dict[str, dict]:
+        """Per-agent infos: label, decision, committed, view, the new state (+ episode end)."""
+        info = {
             "label": label,
-            "decision": decision,
+            "decision": int(result.decision),
             "committed": bool(result.committed),
             "view": int(result.view),
         }
-        if self.render_mode == "ansi":
-            self._render_lines.append(self._render_line(event, votes, result, rewards))
         if last:
-            step_info["episode_metrics"] = self.episode_metrics()
-        terms = dict.fromkeys(self.agents, terminated)
-        truncs = dict.fromkeys(self.agents, truncated)
-        if not last:
-            self._event = self._events.current()
-        obs = self._observe()
-        step_info[STATE_INFO_KEY] = self.state()
-        infos = {a: dict(step_info) for a in self.agents}
-        if last:
-            self.agents = []
-        return obs, rewards, terms, truncs, infos
+            info["episode_metrics"] = self.episode_metrics()
+        info[STATE_INFO_KEY] = self.state()
+        return {a: dict(info) for a in self.agents}
 
     # -- pieces -------------------------------------------------------------------------
     def _observe(self) -> dict[str, np.ndarray]:
@@ -337,9 +357,8 @@ class BFTSecurityEnv(ParallelEnv):
         return {self.possible_agents[i]: obs[i] for i in self.honest}
 
     def _signals(self, label: int, restrictive: bool, result: Any) -> dict[str, float]:
-        """The per-step STL signals named in the design."""
+        """The per-step STL signals named in the design (reads the state, writes nothing)."""
         hist = self._fp_hist
-        hist[self.t % len(hist)] = (int(restrictive and not label), int(not label))
         benign = hist[:, 1].sum()
         honest_commits = result.honest_commits[self.honest]
         agreement = float(np.count_nonzero(honest_commits == result.decision)) / len(self.honest)

@@ -99,10 +99,10 @@ class BFTSecurityEnv(ParallelEnv):
 
     ## Episode End
     ``terminated`` on a breach; at ``horizon`` steps (or at the end of a table window)
-    ``truncated`` with ``time_limit="unbounded"`` (default: the stream goes on, the
-    learner bootstraps V(s_T), and no time feature is observed) or ``terminated`` with
-    ``time_limit="episodic"`` (the horizon is part of the task and ``progress`` is
-    observed). All agents end together; ``agents`` is then empty.
+    ``terminated`` with ``time_limit="episodic"`` (default: the horizon is part of the
+    task and ``progress`` is observed; measured best, see the README) or ``truncated``
+    with ``time_limit="unbounded"`` (the stream goes on, the learner bootstraps V(s_T),
+    and no time feature is observed). All agents end together; ``agents`` is then empty.
 
     ## Arguments
     ``config``: an ``EnvConfig`` or a plain dict of its fields (RLlib's ``env_config``).

@@ -21,10 +21,12 @@ from marl_bft_rllib.validation import check_choice, check_int, check_number, che
 HELD_OUT_SEED_OFFSET = 10**6
 
 # Time-limit semantics (Pardo et al. 2018, "Time Limits in Reinforcement Learning"):
+# "episodic" (default): the horizon is part of the task; the observation carries
+#   t / horizon and the horizon step is terminal (no bootstrap). Measured better than
+#   "unbounded" (benchmarks/value_learning.py: F1 0.995 against 0.978 at iteration 30,
+#   critic EV 0.34 against -0.14 over the last five iterations, 3 seeds).
 # "unbounded": the stream has no natural end, the horizon only cuts it; time stays out
 #   of the observation and the horizon is a truncation (the learner bootstraps V(s_T)).
-# "episodic": the horizon is part of the task; the observation carries t / horizon and
-#   the horizon step is terminal (no bootstrap).
 TIME_LIMITS = ("unbounded", "episodic")
 
 DEFAULT_REWARD_TABLE: dict[str, float] = {
@@ -95,7 +97,7 @@ class EnvConfig:
     history: int = 3
     fp_window: int = 20
     quarantine_steps: int = 10
-    time_limit: str = "unbounded"
+    time_limit: str = "episodic"
     seed: int | None = None
 
     def __post_init__(self) -> None:

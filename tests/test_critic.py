@@ -84,7 +84,7 @@ def test_targets_stay_raw_discounted_returns_with_the_central_critic(trained):
     for rec in records:
         mask = rec[Columns.LOSS_MASK].astype(bool)
         expected, kinds = hand_targets(rec, gamma)
-        assert kinds["truncated"] >= 1  # horizon ends bootstrap (time_limit "unbounded")
+        assert kinds["terminated"] >= 1  # horizon ends are terminal (time_limit "episodic")
         np.testing.assert_allclose(
             rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
         )
@@ -188,9 +188,10 @@ def test_bad_critic_choice_names_the_field():
         build_ppo_config(critic="telepathic")
 
 
-def test_episodic_time_limit_ends_without_bootstrap(trained):
-    """With time_limit="episodic" the horizon is terminal: targets are plain sums to the end."""
-    env = {**ENV, "time_limit": "episodic", "horizon": 40}
+@pytest.mark.parametrize("time_limit", ["episodic", "unbounded"])
+def test_horizon_rule_of_each_time_limit_reaches_the_targets(trained, time_limit):
+    """episodic: the horizon is terminal (plain sums); unbounded: it bootstraps V(s_T)."""
+    env = {**ENV, "time_limit": time_limit, "horizon": 40}
     config = build_ppo_config(
         env, train_batch_size_per_learner=200, minibatch_size=None, num_epochs=1
     ).learners(learner_class=RecordingStateLearner)
@@ -204,7 +205,10 @@ def test_episodic_time_limit_ends_without_bootstrap(trained):
     for rec in records:
         mask = rec[Columns.LOSS_MASK].astype(bool)
         expected, kinds = hand_targets(rec, gamma)
-        assert kinds["terminated"] >= 3  # every horizon end, no bootstrap
+        if time_limit == "episodic":
+            assert kinds["terminated"] >= 3  # every horizon end, no bootstrap
+        else:
+            assert kinds["terminated"] == 0 and kinds["truncated"] >= 4
         np.testing.assert_allclose(
             rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
         )

@@ -100,8 +100,8 @@ def test_allow_all_breaches_and_terminates_with_penalty():
     assert len(steps) - 1 < env.config.horizon
 
 
-def test_horizon_truncates_without_termination():
-    env = BFTSecurityEnv({"horizon": 15, "n_byzantine": 0})
+def test_unbounded_horizon_truncates_without_termination():
+    env = BFTSecurityEnv({"horizon": 15, "n_byzantine": 0, "time_limit": "unbounded"})
     steps = rollout(env, 1, policy=lambda a, o: int(Action.QUARANTINE))
     _, _, term, trunc, _ = steps[-1]
     assert len(steps) - 1 == 15

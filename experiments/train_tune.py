@@ -87,7 +87,7 @@ PROGRESS_COLUMNS = {
     "training_iteration": "iter",
     "num_env_steps_sampled_lifetime": "env steps",
     "env_runners/episode_return_mean": "return",
-    EVAL_F1_LAST: "eval F1",
+    EVAL_F1_LAST: "last eval F1",  # carried forward between evaluations
     VALUE_LOSS: "V loss",
     VALUE_EV: "V EV",
     VALUE_HEALTH: "V health",

@@ -161,7 +161,7 @@ def test_smoke_leaves_a_checkpoint_and_results(smoke) -> None:
     assert summary["best_checkpoint"] == str(ckpt)
     assert (smoke["exp_dir"] / "results.csv").is_file()
     # The compact progress table was printed with the value-health columns.
-    assert "eval F1" in smoke["stdout"] and "V health" in smoke["stdout"]
+    assert "last eval F1" in smoke["stdout"] and "V health" in smoke["stdout"]
 
 
 def test_experiment_dir_resolves_to_best_checkpoint(smoke, eval_mod) -> None:

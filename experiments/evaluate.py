@@ -45,7 +45,6 @@ from marl_bft_rllib.evaluation import (  # noqa: E402
 from marl_bft_rllib.metrics import BFT_STAT_KEYS  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
 
-MODULE_SUBDIR = Path("learner_group", "learner", "rl_module")
 REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
 # Rows of the report that are references (what is learnable), not baselines to beat.
 REFERENCES = ("supervised",)
@@ -56,11 +55,18 @@ class EvaluationError(Exception):
 
 
 # -- checkpoint ------------------------------------------------------------------------------
+def module_subdir() -> Path:
+    """Where an algorithm checkpoint keeps its MultiRLModule (RLlib's component names)."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
+
+    return Path(COMPONENT_LEARNER_GROUP, COMPONENT_LEARNER, COMPONENT_RL_MODULE)
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """The checkpoint dir; a train_tune.py experiment dir resolves to its best checkpoint."""
     path = path.expanduser().resolve()
     summary = path / "summary.json"
-    if path.is_dir() and not (path / MODULE_SUBDIR).is_dir() and summary.is_file():
+    if path.is_dir() and not (path / module_subdir()).is_dir() and summary.is_file():
         try:
             best = json.loads(summary.read_text()).get("best_checkpoint")
         except ValueError:
@@ -77,16 +83,21 @@ def module_dir(checkpoint: Path) -> Path:
         raise EvaluationError(f"checkpoint: {checkpoint} does not exist")
     if not checkpoint.is_dir():
         raise EvaluationError(f"checkpoint: {checkpoint} is not a directory")
-    for candidate in (checkpoint / MODULE_SUBDIR, checkpoint):
-        if (candidate / "class_and_ctor_args.pkl").is_file() and any(
-            (sub / "module_state.pkl").exists() or (sub / "module_state").exists()
+    from ray.rllib.core.rl_module.rl_module import RLModule
+    from ray.rllib.utils.checkpoints import Checkpointable
+
+    subdir = module_subdir()
+    for candidate in (checkpoint / subdir, checkpoint):
+        if (candidate / Checkpointable.CLASS_AND_CTOR_ARGS_FILE_NAME).is_file() and any(
+            (sub / f"{RLModule.STATE_FILE_NAME}.pkl").exists()
+            or (sub / RLModule.STATE_FILE_NAME).exists()
             for sub in candidate.iterdir()
             if sub.is_dir()
         ):
             return candidate
     raise EvaluationError(
         f"checkpoint: no RLModule under {checkpoint} (expected an RLlib algorithm checkpoint "
-        f"with {MODULE_SUBDIR}/<module_id>/)"
+        f"with {subdir}/<module_id>/)"
     )
 
 

@@ -53,7 +53,7 @@ from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import held_out_seeds  # noqa: E402
 from marl_bft_rllib.metrics import explained_variance  # noqa: E402
 from marl_bft_rllib.rllib import build_ppo_config  # noqa: E402
-from marl_bft_rllib.rllib.config import map_to_shared  # noqa: E402
+from marl_bft_rllib.rllib.config import map_to_shared, training_option_names  # noqa: E402
 from marl_bft_rllib.rllib.connector import targets_and_advantages  # noqa: E402
 from marl_bft_rllib.rllib.inference import greedy_evaluation  # noqa: E402
 from marl_bft_rllib.rllib.learner import (  # noqa: E402
@@ -64,6 +64,7 @@ from marl_bft_rllib.rllib.learner import (  # noqa: E402
 
 MC_FIELDS = {f.name for f in dataclasses.fields(MonteCarloLearnerOptions)}
 ENV_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)} - {"seed"}
+TRAINING_KEYS = training_option_names()
 RESULTS = Path(__file__).resolve().parent / "results" / "value_learning.json"
 REPORT_AT = (1, 3, 5, 10, 20, 30)
 # One row per lever: each variant changes one thing against "ours".
@@ -132,7 +133,8 @@ def build_variant(name: str, seed: int, batch: int, envs: int) -> Any:
     base, _, rest = name.partition(":")
     overrides = {k: _parse(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
     options = {k: overrides.pop(k) for k in list(overrides) if k in MC_FIELDS}
-    env = {k: overrides.pop(k) for k in list(overrides) if k in ENV_FIELDS}
+    # An EnvConfig field unless PPO has a training option of that name (gamma, lambda_).
+    env = {k: overrides.pop(k) for k in list(overrides) if k in ENV_FIELDS - TRAINING_KEYS}
     critic = overrides.pop("critic", "local" if base == "stock" else "central")
     training: dict[str, Any] = {"train_batch_size_per_learner": batch, **overrides}
     if base == "stock":

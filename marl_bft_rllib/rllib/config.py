@@ -63,7 +63,8 @@ def critic_state_connector(
     return AddCriticStateToModuleInput()
 
 
-def _training_keys() -> set[str]:
+def training_option_names() -> set[str]:
+    """Every keyword ``PPOConfig.training()`` accepts (its own and its parents')."""
     keys: set[str] = set()
     for cls in PPOConfig.__mro__:  # PPOConfig.training passes **kwargs to its parents
         if "training" in vars(cls):
@@ -92,7 +93,7 @@ def build_ppo_config(
     env = BFTSecurityEnv(env_config)  # validates env_config early
     n_replicas, state_dim = env.n, env.state_dim
     env.close()
-    bad = sorted(set(training) - _training_keys())
+    bad = sorted(set(training) - training_option_names())
     if bad:
         raise ValueError(
             f"training: unknown PPOConfig.training() option(s) {bad}; "

@@ -95,10 +95,11 @@ def rollout(
                 for a in agents:
                     o_ep[a].append(obs[a])
                     s_ep[a].append(infos[a][STATE_INFO_KEY])
-            obs, rewards, terms, _, infos = env.step(dict(policy(obs)))
+            obs, rewards, _, _, infos = env.step(dict(policy(obs)))
             for a in agents:
                 r_ep[a].append(rewards[a])
-        breaches += bool(next(iter(terms.values())))
+        # Not the terminated flag: with time_limit="episodic" the horizon is terminal too.
+        breaches += bool(next(iter(infos.values()))["episode_metrics"]["breached"])
         for a in agents:
             n = len(o_ep[a])
             obs_l.append(np.stack(o_ep[a]))

@@ -14,6 +14,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from marl_bft_rllib.rllib.health import EXPLODING
+from marl_bft_rllib.tune import best_checkpoint, build_scheduler, build_stopper, search_spaces
+
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "experiments" / "train_tune.py"
 EVALUATE = REPO / "experiments" / "evaluate.py"
@@ -90,7 +93,7 @@ def test_smoke_and_search_flags_parse(train_mod, tmp_path) -> None:
         + ["--storage-path", str(tmp_path)]
     )
     assert args.stop_iters == 5  # an explicit flag wins over the smoke preset
-    space = train_mod._search_spaces()["full"]
+    space = search_spaces()["full"]
     for key in ("lr", "entropy_coeff", "gamma", "lambda", "_train_batch_size_per_learner"):
         assert key in space
     assert "env_config/stl_weight" in space and "env_config/vote_weight" in space
@@ -101,7 +104,9 @@ def test_asha_can_stop_a_trial_before_max_t(train_mod, tmp_path, stop_iters) -> 
     args = train_mod.parse_args(
         ["--scheduler", "asha", "--stop-iters", str(stop_iters), "--storage-path", str(tmp_path)]
     )
-    scheduler = train_mod.build_scheduler(args, {})
+    scheduler = build_scheduler(
+        args.scheduler, {}, stop_iters=args.stop_iters, eval_interval=args.eval_interval
+    )
     milestones = [rung[0] for rung in scheduler._brackets[0]._rungs]
     assert min(milestones) < stop_iters, milestones  # a rung before max_t can cut trials
 
@@ -123,8 +128,9 @@ def test_gpu_request_without_gpus_fails_early(tmp_path) -> None:
     assert "--gpus-per-learner" in proc.stderr and "GPU" in proc.stderr.splitlines()[-1]
 
 
-def test_trainstopper(train_mod) -> None:
-    stop = train_mod.TrainStopper(10, 1000, 0.9, 60.0)
+def test_stopper() -> None:
+    budget = {"stop_iters": 10, "stop_timesteps": 1000, "time_budget_s": 60.0, "target_f1": 0.9}
+    stop = build_stopper(**budget)
     base = {"training_iteration": 1, "num_env_steps_sampled_lifetime": 10, "time_total_s": 1.0}
     assert not stop("t", {**base, "eval_f1": float("nan")})
     assert not stop("t", {**base, "eval_f1": 0.89})
@@ -132,6 +138,54 @@ def test_trainstopper(train_mod) -> None:
     assert stop("t", {**base, "training_iteration": 10})
     assert stop("t", {**base, "num_env_steps_sampled_lifetime": 1000})
     assert stop("t", {**base, "time_total_s": 61.0})
+    assert not stop("t", {"training_iteration": 1})  # a missing key never stops
+    # The value-health stopper joins in only when asked for, after its grace iterations.
+    exploding = {**base, "learners": {"shared": {"value_health": EXPLODING}}}
+    health = build_stopper(**budget, value_health=True, health_grace_iters=2)
+    assert not stop("t", {**exploding, "training_iteration": 3})
+    assert health("t", {**exploding, "training_iteration": 3}) and not health("t", exploding)
+
+
+def test_best_checkpoint_skips_iterations_without_evaluation(tmp_path) -> None:
+    """Across trials whose last iteration had no evaluation (eval_f1 NaN), and the fallback."""
+    import tempfile
+
+    import ray
+    from ray import tune
+
+    nan = float("nan")
+    series = {0: [nan, 0.5, nan, 0.7, nan], 1: [nan, 0.9, nan, 0.6, nan], 2: [nan, nan]}
+
+    def trainable(config: dict) -> None:
+        last = nan
+        for f1 in series[config["k"]]:
+            last = last if f1 != f1 else f1
+            with tempfile.TemporaryDirectory() as d:
+                checkpoint = tune.Checkpoint.from_directory(d)
+                tune.report({"eval_f1": f1, "eval_f1_last": last}, checkpoint=checkpoint)
+
+    def fit(ks: list[int], name: str):
+        checkpoints = tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute="eval_f1", checkpoint_score_order="max"
+        )
+        run = tune.RunConfig(
+            name=name, storage_path=str(tmp_path), checkpoint_config=checkpoints, verbose=0
+        )
+        return tune.Tuner(trainable, param_space={"k": tune.grid_search(ks)}, run_config=run).fit()
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        results = fit([0, 1, 2], "scored")
+        path, f1 = best_checkpoint(results)
+        trial = next(r for r in results if r.config["k"] == 1)
+        assert f1 == 0.9 and Path(path) == Path(trial.path, "checkpoint_000001"), path
+        path, f1 = best_checkpoint(fit([2], "unscored"))  # nothing scored: the latest one
+        assert path is not None and Path(path).name == "checkpoint_000001" and f1 != f1
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # -- smoke run --------------------------------------------------------------------------------

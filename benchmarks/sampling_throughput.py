@@ -3,7 +3,8 @@
 For each ``num_envs_per_env_runner`` in ``--envs`` and each ``num_env_runners`` in
 ``--runners`` it builds the project's default config (``build_ppo_config()``: central
 critic, its env-to-module state piece, the metrics callbacks), samples
-``--steps`` env steps with ``env_runner_group.sample`` after one warm-up call, and times
+``--steps`` env steps with RLlib's ``synchronous_parallel_sample`` (what PPO's
+``training_step`` calls) after one warm-up call, and times
 one full ``train()`` iteration (2,000 env steps). The limit is the raw
 ``BFTSecurityEnv`` stepped with random actions in this process. It prints env-steps/s
 and the ratio to the raw env, and writes ``benchmarks/results/sampling_throughput.json``.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,12 +55,21 @@ def rllib_rates(envs: int, runners: int, steps: int) -> dict[str, float]:
     )
     algo = config.build_algo()
     try:
-        group = algo.env_runner_group
-        group.sample(num_timesteps=min(steps, 500))  # warm-up: first forward passes
+
+        def sample(n: int) -> list:
+            return synchronous_parallel_sample(
+                worker_set=algo.env_runner_group,
+                max_env_steps=n,
+                concat=False,
+                _uses_new_env_runners=True,
+            )
+
+        sample(min(steps, 500))  # warm-up: first forward passes
         start = time.perf_counter()
-        episodes = group.sample(num_timesteps=steps)
+        episodes = sample(steps)
         seconds = time.perf_counter() - start
-        sampled = sum(e.env_steps() for e in episodes)
+        flat = [e for group in episodes for e in (group if isinstance(group, list) else [group])]
+        sampled = sum(e.env_steps() for e in flat)
         start = time.perf_counter()
         algo.train()
         train_s = time.perf_counter() - start

@@ -170,6 +170,15 @@ def single_replica(policy: Policy, replica: str | None = None) -> Policy:
 
 
 # -- detectors trained on labels ----------------------------------------------------------
+def threshold_votes(
+    scores: Callable[[np.ndarray], np.ndarray], threshold: float, obs: Mapping[str, np.ndarray]
+) -> dict[str, int]:
+    """Block for each replica whose observation scores above ``threshold``, else Allow."""
+    agents = list(obs)
+    hit = scores(np.stack([obs[a] for a in agents])) > threshold
+    return {a: int(Action.BLOCK if h else Action.ALLOW) for a, h in zip(agents, hit, strict=True)}
+
+
 def _collect(
     env: BFTSecurityEnv, seeds: Sequence[int], policy: Policy
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -264,11 +273,7 @@ class ThresholdDetector:
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Each replica votes Block when its own noisy view of the event scores high."""
-        agents = list(obs)
-        hit = self.scores(np.stack([obs[a] for a in agents])) > self.threshold
-        return {
-            a: int(Action.BLOCK if h else Action.ALLOW) for a, h in zip(agents, hit, strict=True)
-        }
+        return threshold_votes(self.scores, self.threshold, obs)
 
     @classmethod
     def fit(
@@ -325,11 +330,7 @@ class SupervisedDetector:
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Each replica votes Block when its own observation scores above the threshold."""
-        agents = list(obs)
-        hit = self.scores(np.stack([obs[a] for a in agents])) > self.threshold
-        return {
-            a: int(Action.BLOCK if h else Action.ALLOW) for a, h in zip(agents, hit, strict=True)
-        }
+        return threshold_votes(self.scores, self.threshold, obs)
 
     @classmethod
     def fit(

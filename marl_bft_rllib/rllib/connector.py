@@ -38,9 +38,11 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.numpy import convert_to_numpy
+from ray.rllib.utils.torch_utils import convert_to_torch_tensor
 
 from marl_bft_rllib.metrics import explained_variance
 from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
+from marl_bft_rllib.validation import check_choice, check_number
 
 ADVANTAGE_ESTIMATORS = ("gae", "mc")
 STANDARDIZE_MODES = ("batch", "module")
@@ -191,24 +193,11 @@ class MonteCarloValueTargets(ConnectorV2):
     ) -> None:
         """Set the discount, GAE lambda, estimator, standardisation scope and baseline."""
         super().__init__(input_observation_space, input_action_space, **kwargs)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma: must be in [0, 1], got {gamma}")
-        if not 0.0 <= lambda_ <= 1.0:
-            raise ValueError(f"lambda_: must be in [0, 1], got {lambda_}")
-        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(
-                f"advantage_estimator: must be one of {ADVANTAGE_ESTIMATORS}, "
-                f"got {advantage_estimator!r}"
-            )
-        if standardize_advantages not in STANDARDIZE_MODES:
-            raise ValueError(
-                f"standardize_advantages: must be one of {STANDARDIZE_MODES}, "
-                f"got {standardize_advantages!r}"
-            )
-        if value_baseline not in VALUE_BASELINES:
-            raise ValueError(
-                f"value_baseline: must be one of {VALUE_BASELINES}, got {value_baseline!r}"
-            )
+        check_number("gamma", gamma, lo=0.0, hi=1.0)
+        check_number("lambda_", lambda_, lo=0.0, hi=1.0)
+        check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
+        check_choice("standardize_advantages", standardize_advantages, STANDARDIZE_MODES)
+        check_choice("value_baseline", value_baseline, VALUE_BASELINES)
         self.value_baseline = value_baseline
         self.gamma = float(gamma)
         self.lambda_ = float(lambda_)
@@ -330,8 +319,8 @@ class MonteCarloValueTargets(ConnectorV2):
             adv = np.where(mask, (p["adv"] - mean) / max(std, 1e-4), 0.0).astype(np.float32)
             ref = batch[mid][Columns.REWARDS]
             if isinstance(ref, torch.Tensor):  # the default pipeline is tensors by now
-                targets = torch.from_numpy(targets).to(ref.device)
-                adv = torch.from_numpy(adv).to(ref.device)
+                targets = convert_to_torch_tensor(targets, device=ref.device)
+                adv = convert_to_torch_tensor(adv, device=ref.device)
             batch[mid][Postprocessing.VALUE_TARGETS] = targets
             batch[mid][Postprocessing.ADVANTAGES] = adv
         return batch

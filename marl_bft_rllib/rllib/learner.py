@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER
 from ray.rllib.utils.annotations import override
@@ -43,6 +44,7 @@ from marl_bft_rllib.rllib.connector import (
 )
 from marl_bft_rllib.rllib.critic import AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
+from marl_bft_rllib.validation import check_bool, check_choice, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -111,34 +113,18 @@ class MonteCarloLearnerOptions:
     warn_vf_clip: bool = True
 
     def __post_init__(self) -> None:
-        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(
-                f"advantage_estimator: must be one of {ADVANTAGE_ESTIMATORS}, "
-                f"got {self.advantage_estimator!r}"
-            )
-        if self.standardize_advantages not in STANDARDIZE_MODES:
-            raise ValueError(
-                f"standardize_advantages: must be one of {STANDARDIZE_MODES}, "
-                f"got {self.standardize_advantages!r}"
-            )
-        if self.value_baseline not in VALUE_BASELINES:
-            raise ValueError(
-                f"value_baseline: must be one of {VALUE_BASELINES}, got {self.value_baseline!r}"
-            )
-        if not (isinstance(self.critic_lr, (int, float)) and self.critic_lr > 0):
-            raise ValueError(f"critic_lr: must be a positive number, got {self.critic_lr!r}")
-        if self.critic_grad_clip is not None and not self.critic_grad_clip > 0:
-            raise ValueError(
-                f"critic_grad_clip: must be None or > 0, got {self.critic_grad_clip!r}"
-            )
-        if self.value_head_init not in VALUE_HEAD_INITS:
-            raise ValueError(
-                f"value_head_init: must be one of {VALUE_HEAD_INITS}, got {self.value_head_init!r}"
-            )
-        if not isinstance(self.value_head_refit, bool):
-            raise ValueError(f"value_head_refit: must be a bool, got {self.value_head_refit!r}")
-        if not self.init_ridge >= 0:
-            raise ValueError(f"init_ridge: must be >= 0, got {self.init_ridge!r}")
+        """Validate every option; a bad one raises a ValueError naming it."""
+        check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
+        check_choice("standardize_advantages", self.standardize_advantages, STANDARDIZE_MODES)
+        check_choice("value_baseline", self.value_baseline, VALUE_BASELINES)
+        check_bool("separate_critic_optimizer", self.separate_critic_optimizer)
+        check_number("critic_lr", self.critic_lr, lo=0.0, lo_open=True)
+        if self.critic_grad_clip is not None:
+            check_number("critic_grad_clip", self.critic_grad_clip, lo=0.0, lo_open=True)
+        check_choice("value_head_init", self.value_head_init, VALUE_HEAD_INITS)
+        check_number("init_ridge", self.init_ridge, lo=0.0)
+        check_bool("value_head_refit", self.value_head_refit)
+        check_bool("warn_vf_clip", self.warn_vf_clip)
         self.health_config()  # validates the health_* fields
 
     def health_config(self) -> HealthConfig:
@@ -179,6 +165,14 @@ def _is_critic_param(name: str) -> bool:
 class MonteCarloPPOTorchLearner(PPOTorchLearner):
     """PPOTorchLearner with raw Monte Carlo value targets and levers to learn them."""
 
+    @staticmethod
+    def _warn(msg: str, *args: Any) -> bool:
+        """Log a warning once per run: only the first learner (rank 0) speaks under DDP."""
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return False
+        logger.warning(msg, *args)
+        return True
+
     @override(PPOTorchLearner)
     def build(self) -> None:
         """Build as PPO, then swap GAE for the Monte Carlo value-target connector."""
@@ -197,7 +191,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         if self._learner_connector is None or not (
             self.config.add_default_connectors_to_learner_pipeline
         ):
-            logger.warning(
+            self._warn(
                 "No default learner connectors: MonteCarloValueTargets was not added; "
                 "add AddOneTsToEpisodesAndTruncate and MonteCarloValueTargets yourself."
             )
@@ -227,18 +221,18 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         """One Adam for the policy (``config.lr``), one for the critic (``critic_lr``)."""
         opts = getattr(self, "mc_options", None) or MonteCarloLearnerOptions()
-        module = self._module[module_id]
+        module = self.module[module_id]
         named = dict(module.named_parameters())
         critic = [p for n, p in named.items() if _is_critic_param(n) and p.requires_grad]
         if not opts.separate_critic_optimizer or not critic:
             if opts.separate_critic_optimizer:
-                logger.warning(
+                self._warn(
                     "module %s: no value-head parameters found; one optimiser for all", module_id
                 )
             super().configure_optimizers_for_module(module_id, config)
             return
         if not any(n.startswith("encoder.critic_encoder.") for n in named):
-            logger.warning(
+            self._warn(
                 "module %s: shared encoder (vf_share_layers=True): raw value gradients "
                 "reach the policy's encoder; set vf_share_layers=False",
                 module_id,
@@ -307,7 +301,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         head = getattr(module.unwrapped(), "vf", None)
         linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if head else []
         if not linears or linears[-1].out_features != 1:
-            logger.warning("module %s: no linear value head found; skipping init", module_id)
+            self._warn("module %s: no linear value head found; skipping init", module_id)
             return False
         last = linears[-1]
         captured: list[torch.Tensor] = []
@@ -346,7 +340,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             stats["value_loss"], stats["target_std"] ** 2, stats["explained_var"]
         )
         if status != previous:
-            logger.warning(
+            self._warn(
                 "module %s: value health %s -> %s (value loss %.4g, target var %.4g, EV %.3f)",
                 module_id,
                 health_status_name(previous),
@@ -387,8 +381,8 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             f"targets ({target_std:.3g}): those samples give no value gradient. "
             "Use vf_clip_param=float('inf')."
         )
-        logger.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        if self._warn(msg):
+            warnings.warn(msg, UserWarning, stacklevel=2)
 
 
 def _fit_last_layer(

@@ -282,7 +282,7 @@ def test_on_off_alternates_honest_and_allow_phases() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_fast_path_equals_full_simulation(seed: int) -> None:
+def test_fast_path_equals_full_simulation(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(seed)
     for n in (4, 5, 7, 10, 13):
         f = (n - 1) // 3
@@ -290,7 +290,8 @@ def test_fast_path_equals_full_simulation(seed: int) -> None:
         behaviors = list(rng.choice(BEHAVIORS, size=b)) or None
         cfg = BFTConfig(n_replicas=n, n_byzantine=b)
         fast, full = PBFTConsensus(cfg), PBFTConsensus(cfg)
-        full._force_slow = True
+        # run the full simulation even where the fast path applies
+        monkeypatch.setattr(full, "_view_fast", full._view_full)
         fast.reset(np.random.default_rng(seed), behaviors=behaviors)
         full.reset(np.random.default_rng(seed), behaviors=behaviors)
         for votes in rng.integers(0, 4, size=(40, n)):

@@ -1,19 +1,12 @@
 """Scripted Byzantine behaviours: what a faulty replica votes and how it acts as primary.
 
-| behaviour          | its vote                         | as backup (PREPARE/COMMIT)    | as primary                         |
-|--------------------|----------------------------------|-------------------------------|------------------------------------|
-| silent             | none                             | sends nothing                 | sends nothing: the view fails      |
-| equivocate         | an honest-looking vote           | conflicting digests to        | two certificates (its own vote     |
-|                    |                                  | different replicas            | signed Allow in one, Quarantine in |
-|                    |                                  |                               | the other) to alternate replicas   |
-| always_allow       | Allow                            | follows the protocol          | builds a certificate like an       |
-|                    |                                  |                               | honest primary                     |
-| always_quarantine  | Quarantine                       | follows the protocol          | like an honest primary             |
-| random             | uniform random action            | follows the protocol          | like an honest primary             |
-| delay              | sent, arrives past the deadline  | sent, past the deadline       | pre-prepare past the deadline      |
-| on_off             | honest phase: honest-looking;    | follows the protocol          | honest phase: like honest;         |
-|                    | malicious phase: Allow           |                               | malicious phase: selective         |
-| selective_primary  | an honest-looking vote           | follows the protocol          | keeps the n - f least severe votes |
+Each behaviour is one :class:`ByzantineBehavior` record in :data:`BEHAVIOR_REGISTRY`,
+and adding a behaviour is adding a record there: ``config.BEHAVIORS`` (the names, in
+registry order), the integer codes and the code sets and rule tables the protocol's hot
+path indexes are all derived from the records, and so is this table (from the records'
+``*_doc`` cells):
+
+{behavior_table}
 
 An "honest-looking" vote copies the vote of a uniformly drawn honest replica this step.
 `on_off` alternates phases of `on_off_period` steps, honest first. An equivocating
@@ -25,22 +18,59 @@ a made-up one to the others.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
 
-from marl_bft_rllib.actions import Action
-from marl_bft_rllib.bft.config import BEHAVIORS
+from marl_bft_rllib.actions import N_ACTIONS, Action
 
-HONEST = 0
-SILENT, EQUIVOCATE, ALWAYS_ALLOW, ALWAYS_QUARANTINE, RANDOM, DELAY, ON_OFF, SELECTIVE = range(
-    1, len(BEHAVIORS) + 1
-)
-CODE: dict[str, int] = {name: i + 1 for i, name in enumerate(BEHAVIORS)}
-# Replicas that run PREPARE / COMMIT like an honest replica (only their votes, or their
-# certificates as primary, are malicious).
-FOLLOWS_PROTOCOL = frozenset({HONEST, ALWAYS_ALLOW, ALWAYS_QUARANTINE, RANDOM, ON_OFF, SELECTIVE})
+HONEST = 0  # code of an honest replica; behaviour codes are 1, 2, ...
 
 # What a primary does with the votes it received.
 PRIMARY_HONEST, PRIMARY_SELECTIVE, PRIMARY_EQUIVOCATE, PRIMARY_SILENT, PRIMARY_DELAY = range(5)
+
+# How a replica sends its protocol messages (ByzantineBehavior.messages).
+MESSAGE_MODES: tuple[str, ...] = (
+    "protocol",  # every message the protocol asks for, on time like an honest replica's
+    "none",  # no message at all (no vote either)
+    "late",  # every message, each past the view's deadline
+    "conflicting",  # as a backup, conflicting PREPARE / COMMIT digests to different replicas
+)
+
+Draw = Callable[[], float]  # next uniform in [0, 1) of the episode's stream
+# (seq, on_off_period, votes of all replicas, honest ids, draw) -> the vote it signs (-1: none).
+# A rule's draws are part of the episode's random stream: changing them changes what follows.
+VoteRule = Callable[[int, int, Sequence[int], Sequence[int], Draw], int]
+# (seq, on_off_period) -> one of the PRIMARY_* modes
+PrimaryRule = Callable[[int, int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class ByzantineBehavior:
+    """One scripted Byzantine behaviour: its name, protocol code, rules and documentation."""
+
+    name: str
+    code: int  # integer id the protocol works with: 1, 2, ... in registry order (0 is honest)
+    messages: str  # one of MESSAGE_MODES
+    vote: VoteRule  # the vote it signs each instance
+    primary: PrimaryRule  # how it acts as primary; agree with `messages` ("none" -> silent)
+    vote_doc: str  # docs table cells: its vote, as backup, as primary
+    backup_doc: str
+    primary_doc: str
+
+    def __post_init__(self) -> None:
+        if self.messages not in MESSAGE_MODES:
+            raise ValueError(
+                f"messages: expected one of {MESSAGE_MODES}, got {self.messages!r} ({self.name})"
+            )
+        if self.code <= HONEST:
+            raise ValueError(f"code: must be > {HONEST}, got {self.code} ({self.name})")
+
+    @property
+    def follows_protocol(self) -> bool:
+        """True when it sends its messages like an honest replica (only their content lies)."""
+        return self.messages == "protocol"
 
 
 def on_off_malicious(seq: int, period: int) -> bool:
@@ -48,42 +78,188 @@ def on_off_malicious(seq: int, period: int) -> bool:
     return (seq // period) % 2 == 1
 
 
-def scripted_vote(
-    code: int,
-    seq: int,
-    period: int,
-    votes: Sequence[int],
-    honest: Sequence[int],
-    draw: Callable[[], float],
+# ---------------------------------------------------------------- vote and primary rules
+def _no_vote(seq: int, period: int, votes: Sequence[int], honest: Sequence[int], draw: Draw) -> int:
+    """Sends no vote."""
+    return -1
+
+
+def _fixed_vote(action: Action) -> VoteRule:
+    """A rule that always votes `action`."""
+    value = int(action)
+
+    def rule(seq: int, period: int, votes: Sequence[int], honest: Sequence[int], draw: Draw) -> int:
+        return value
+
+    return rule
+
+
+def _uniform_vote(
+    seq: int, period: int, votes: Sequence[int], honest: Sequence[int], draw: Draw
 ) -> int:
-    """The vote a Byzantine replica signs for instance `seq` (-1: it sends none)."""
-    if code == SILENT:
-        return -1
-    if code == ALWAYS_ALLOW:
-        return int(Action.ALLOW)
-    if code == ALWAYS_QUARANTINE:
-        return int(Action.QUARANTINE)
-    if code == RANDOM:
-        return int(draw() * 4)
-    if code == DELAY:
-        return int(Action.ALLOW)  # never arrives in time, so its value never matters
-    if code == ON_OFF and on_off_malicious(seq, period):
-        return int(Action.ALLOW)
-    # equivocate, selective_primary, on_off honest phase: look honest
+    """A uniformly random action."""
+    return int(draw() * N_ACTIONS)
+
+
+def _honest_looking_vote(
+    seq: int, period: int, votes: Sequence[int], honest: Sequence[int], draw: Draw
+) -> int:
+    """The vote of a uniformly drawn honest replica."""
     return votes[honest[int(draw() * len(honest))]]
 
 
-def primary_mode(code: int, seq: int, period: int) -> int:
-    """How a replica with behaviour `code` acts as primary at instance `seq`."""
-    if code == SILENT:
-        return PRIMARY_SILENT
-    if code == DELAY:
-        return PRIMARY_DELAY
-    if code == EQUIVOCATE:
-        return PRIMARY_EQUIVOCATE
-    if code == SELECTIVE or (code == ON_OFF and on_off_malicious(seq, period)):
-        return PRIMARY_SELECTIVE
-    return PRIMARY_HONEST
+def _on_off_vote(
+    seq: int, period: int, votes: Sequence[int], honest: Sequence[int], draw: Draw
+) -> int:
+    """Allow in the malicious phase, honest-looking in the honest one."""
+    if on_off_malicious(seq, period):
+        return int(Action.ALLOW)
+    return _honest_looking_vote(seq, period, votes, honest, draw)
+
+
+def _fixed_primary(mode: int) -> PrimaryRule:
+    """A rule that always acts as primary in `mode`."""
+
+    def rule(seq: int, period: int) -> int:
+        return mode
+
+    return rule
+
+
+def _on_off_primary(seq: int, period: int) -> int:
+    """Selective in the malicious phase, honest in the honest one."""
+    return PRIMARY_SELECTIVE if on_off_malicious(seq, period) else PRIMARY_HONEST
+
+
+# ---------------------------------------------------------------- the registry
+_BEHAVIORS: tuple[ByzantineBehavior, ...] = (
+    ByzantineBehavior(
+        "silent",
+        1,
+        messages="none",
+        vote=_no_vote,
+        primary=_fixed_primary(PRIMARY_SILENT),
+        vote_doc="none",
+        backup_doc="sends nothing",
+        primary_doc="sends nothing: the view fails",
+    ),
+    ByzantineBehavior(
+        "equivocate",
+        2,
+        messages="conflicting",
+        vote=_honest_looking_vote,
+        primary=_fixed_primary(PRIMARY_EQUIVOCATE),
+        vote_doc="an honest-looking vote",
+        backup_doc="conflicting digests to different replicas",
+        primary_doc="two certificates (its own vote signed Allow in one, Quarantine in the "
+        "other) to alternate replicas",
+    ),
+    ByzantineBehavior(
+        "always_allow",
+        3,
+        messages="protocol",
+        vote=_fixed_vote(Action.ALLOW),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Allow",
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    ),
+    ByzantineBehavior(
+        "always_quarantine",
+        4,
+        messages="protocol",
+        vote=_fixed_vote(Action.QUARANTINE),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Quarantine",
+        backup_doc="follows the protocol",
+        primary_doc="like an honest primary",
+    ),
+    ByzantineBehavior(
+        "random",
+        5,
+        messages="protocol",
+        vote=_uniform_vote,
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="uniform random action",
+        backup_doc="follows the protocol",
+        primary_doc="like an honest primary",
+    ),
+    ByzantineBehavior(
+        "delay",
+        6,
+        messages="late",
+        vote=_fixed_vote(Action.ALLOW),  # never arrives in time, so its value never matters
+        primary=_fixed_primary(PRIMARY_DELAY),
+        vote_doc="sent, arrives past the deadline",
+        backup_doc="sent, past the deadline",
+        primary_doc="pre-prepare past the deadline",
+    ),
+    ByzantineBehavior(
+        "on_off",
+        7,
+        messages="protocol",
+        vote=_on_off_vote,
+        primary=_on_off_primary,
+        vote_doc="honest phase: honest-looking; malicious phase: Allow",
+        backup_doc="follows the protocol",
+        primary_doc="honest phase: like honest; malicious phase: selective",
+    ),
+    ByzantineBehavior(
+        "selective_primary",
+        8,
+        messages="protocol",
+        vote=_honest_looking_vote,
+        primary=_fixed_primary(PRIMARY_SELECTIVE),
+        vote_doc="an honest-looking vote",
+        backup_doc="follows the protocol",
+        primary_doc="keeps the n - f least severe votes",
+    ),
+)
+BEHAVIOR_REGISTRY: dict[str, ByzantineBehavior] = {b.name: b for b in _BEHAVIORS}
+if len(BEHAVIOR_REGISTRY) != len(_BEHAVIORS):
+    raise RuntimeError("ByzantineBehavior names must be distinct")
+if [b.code for b in _BEHAVIORS] != list(range(1, len(_BEHAVIORS) + 1)):
+    raise RuntimeError("ByzantineBehavior codes must be 1, 2, ... in registry order")
+
+# Derived tables for the protocol's hot path, all keyed by integer code.
+CODE: dict[str, int] = {b.name: b.code for b in _BEHAVIORS}
+# Index by code (0: honest, None): each behaviour's vote and primary rules.
+VOTE_RULES: tuple[VoteRule | None, ...] = (None, *(b.vote for b in _BEHAVIORS))
+PRIMARY_RULES: tuple[PrimaryRule | None, ...] = (None, *(b.primary for b in _BEHAVIORS))
+# Replicas that run PREPARE / COMMIT like an honest replica (only their votes, or their
+# certificates as primary, are malicious).
+FOLLOWS_PROTOCOL = frozenset({HONEST} | {b.code for b in _BEHAVIORS if b.follows_protocol})
+SENDS_NOTHING = frozenset(b.code for b in _BEHAVIORS if b.messages == "none")
+ALWAYS_LATE = frozenset(b.code for b in _BEHAVIORS if b.messages == "late")
+EQUIVOCATES = frozenset(b.code for b in _BEHAVIORS if b.messages == "conflicting")
+
+
+_TABLE_COLUMNS = (
+    ("behaviour", 18),
+    ("its vote", 32),
+    ("as backup (PREPARE/COMMIT)", 29),
+    ("as primary", 34),
+)
+
+
+def behavior_table() -> str:
+    """The Markdown table documenting every registered behaviour (cells wrapped in place)."""
+    widths = [max(width, len(title)) for title, width in _TABLE_COLUMNS]
+
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    lines = [row([title for title, _ in _TABLE_COLUMNS]), row(["-" * w for w in widths])]
+    lines[1] = lines[1].replace(" ", "-")
+    for b in _BEHAVIORS:
+        cells = (b.name, b.vote_doc, b.backup_doc, b.primary_doc)
+        wrapped = [textwrap.wrap(c, w) for c, w in zip(cells, widths, strict=True)]
+        lines.extend(row(part) for part in zip_longest(*wrapped, fillvalue=""))
+    return "\n".join(lines)
+
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.replace("{behavior_table}", behavior_table())
 
 
 Certificate = tuple[list[int], list[int]]  # (voters, their votes), primary first

@@ -6,18 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from marl_bft_rllib.actions import Action, parse_action
+from marl_bft_rllib.bft.byzantine import BEHAVIOR_REGISTRY
 from marl_bft_rllib.validation import check_int, check_number
 
-BEHAVIORS: tuple[str, ...] = (
-    "silent",
-    "equivocate",
-    "always_allow",
-    "always_quarantine",
-    "random",
-    "delay",
-    "on_off",
-    "selective_primary",
-)
+# Names of the Byzantine behaviours, in registry order (the env's state() one-hot order).
+BEHAVIORS: tuple[str, ...] = tuple(BEHAVIOR_REGISTRY)
 
 
 def check_behaviors(value: object, field: str) -> tuple[str, ...]:

@@ -74,6 +74,7 @@ import numpy as np
 
 from marl_bft_rllib.actions import N_ACTIONS
 from marl_bft_rllib.bft import byzantine as bz
+from marl_bft_rllib.bft.aggregate import robust_aggregate
 from marl_bft_rllib.bft.config import BEHAVIORS, BFTConfig
 from marl_bft_rllib.bft.messages import BOGUS_DIGEST, MsgType, SignedMessage
 from marl_bft_rllib.metrics import BFT_STAT_KEYS
@@ -81,6 +82,9 @@ from marl_bft_rllib.metrics import BFT_STAT_KEYS
 _N_PHASES = len(MsgType)
 _BUFFER = 2048  # uniforms drawn at once for the per-step scripted randomness
 _DELIVERY_BATCH = 1 << 16  # message deliveries drawn at once (whole views)
+
+Proof = tuple[SignedMessage, SignedMessage]  # two conflicting messages signed by one replica
+Conviction = tuple[int, Proof]  # (convicted replica, its proof)
 
 
 def _bits(flags: Iterable[bool]) -> int:
@@ -106,15 +110,43 @@ class ConsensusResult:
     validity_violation: bool  # decision outside [min, max] of the honest votes in its certificate
 
 
-# One view's outcome: per-replica committed digest (-1 none; only honest rows are read),
-# the certificates, messages sent, new convictions, digests seen by honest replicas.
-_ViewOutcome = tuple[
-    list[int] | None,
-    list[bz.Certificate],
-    int,
-    list[tuple[int, tuple[SignedMessage, SignedMessage]]],
-    tuple[int, ...],
-]
+@dataclass(frozen=True, slots=True)
+class _ViewOutcome:
+    """What one simulated view produced."""
+
+    # digest each replica committed (-1: none; only honest rows are read); None: no honest commit
+    commits: list[int] | None
+    certificates: list[bz.Certificate]  # those the primary signed; a digest is an index here
+    messages: int  # protocol messages sent in the view
+    convictions: list[Conviction]  # replicas proven faulty in the view
+    seen: tuple[int, ...]  # digests of the certificates honest replicas received
+
+
+@dataclass(slots=True)
+class _InstanceRun:
+    """The views of one instance: where it ended and what they cost."""
+
+    committed: bool  # some honest replica committed (else: undecided)
+    view: int  # the last view tried
+    primary: int
+    views: int  # views tried
+    view_changes: int  # incl. the one after an undecided end
+    messages: int
+    newly_convicted: list[int]
+    revealed: list[int] | None  # votes of certificates honest replicas saw (-1 unknown); None: none
+    last: _ViewOutcome | None  # outcome of the last view simulated (None: every primary convicted)
+
+
+@dataclass(slots=True)
+class _Decision:
+    """The decision-dependent part of a ConsensusResult."""
+
+    decision: int
+    certificate: np.ndarray
+    revealed_votes: np.ndarray
+    honest_commits: np.ndarray
+    agreement_violation: bool
+    validity_violation: bool
 
 
 class PBFTConsensus:
@@ -128,17 +160,16 @@ class PBFTConsensus:
         self.n, self.f = n, f
         # Byzantine quorum: any two intersect in an honest replica; 2f + 1 when n = 3f + 1
         self.quorum = (n + f + 2) // 2
-        self._m = n - f  # certificate size
-        self._pick = n - f - 1 - f  # index of the robust aggregate in the sorted certificate
+        self._cert_size = n - f  # votes in a certificate
         self._deadline = config.deadline
         self._lossy = config.p_drop > 0.0 or config.p_delay > 0.0
         self._ring = [[(p + 1 + j) % n for j in range(n - 1)] for p in range(n)]
-        # parity[s][r]: r is at an even position in ring order after s (gets the real digest)
-        self._parity_list = [[((r - s - 1) % n) % 2 == 0 for r in range(n)] for s in range(n)]
-        self._alt_digest = [[0 if par else 1 for par in row] for row in self._parity_list]
-        self._zero_digest = [0] * n
+        # even_after[s][r]: r is at an even position in ring order after s (gets the real digest)
+        self._even_after = [[((r - s - 1) % n) % 2 == 0 for r in range(n)] for s in range(n)]
+        # digest each replica gets from a primary that signed two certificates
+        self._alternating_digest = [[0 if even else 1 for even in row] for row in self._even_after]
+        self._single_digest = [0] * n
         self._bit_weights = np.array([float(1 << i) for i in range(n)])
-        self._force_slow = False  # tests: run the full simulation even where the fast path applies
         self.reset(np.random.default_rng(0))
 
     # ------------------------------------------------------------------ episode set-up
@@ -153,6 +184,59 @@ class PBFTConsensus:
         `byzantine` pins the faulty ids (exactly n_byzantine distinct ids); `behaviors`
         pins their behaviours (one name for all, one per id in order, or {id: name}).
         """
+        byz, names = self._pick_adversary(rng, byzantine, behaviors)
+        cfg, n = self.config, self.n
+        self._rng = np.random.default_rng(int(rng.integers(2**63)))
+        self.byzantine: tuple[int, ...] = tuple(byz)
+        self.honest: tuple[int, ...] = tuple(i for i in range(n) if i not in set(byz))
+        self.behaviors: dict[int, str] = dict(zip(byz, names, strict=True))
+        codes = [bz.HONEST] * n
+        for i, name in self.behaviors.items():
+            codes[i] = bz.CODE[name]
+        self._codes = codes
+        self._byzantine_vote_rules = [(i, bz.VOTE_RULES[codes[i]]) for i in byz]
+        self._primary_rules = [bz.PRIMARY_RULES[c] for c in codes]  # None: honest
+        self._is_honest = [c == bz.HONEST for c in codes]
+        self._honest_bits = _bits(self._is_honest)
+        self._follow_bits = _bits(c in bz.FOLLOWS_PROTOCOL for c in codes)
+        self._equivocating_bits = _bits(c in bz.EQUIVOCATES for c in codes)
+        # a sender's probability of missing the deadline, per message
+        keep_honest = (1.0 - cfg.p_drop) * (1.0 - cfg.p_delay)
+        p_lost = [1.0 - keep_honest if c == bz.HONEST else cfg.p_drop for c in codes]
+        p_lost = [2.0 if c in bz.ALWAYS_LATE else x for c, x in zip(codes, p_lost, strict=True)]
+        self._p_lost = np.array(p_lost)  # uniforms are < 1: an always-late sender is never on time
+        on_time = _bits(x < 1.0 for x in p_lost)
+        self._lossless_delivery = [
+            [on_time & ~(1 << r) for r in range(n)] for _ in range(_N_PHASES)
+        ]
+        self._delivery_buffer: list[list[list[int]]] = []
+        self._delivery_index = 0
+        self._fast_path_possible = not self._lossy and len(byz) <= self.f
+        # the fast path's commits: every honest replica committed certificate 0
+        self._fast_commits = [0 if honest else -1 for honest in self._is_honest]
+        self._honest_commits_by_decision = [
+            np.array([d if honest else -1 for honest in self._is_honest], dtype=np.int8)
+            for d in range(N_ACTIONS)
+        ]
+        self._unknown_votes = [-1] * n
+        self._uniforms: list[float] = []
+        self._uniform_index = 0
+
+        self.view = 0
+        self.seq = 0
+        self.convicted = np.zeros(n, dtype=bool)
+        self.evidence: dict[int, Proof] = {}
+        self._pending_change = False
+        self._stats = dict.fromkeys(BFT_STAT_KEYS, 0)
+        self._refresh_masks()
+
+    def _pick_adversary(
+        self,
+        rng: np.random.Generator,
+        byzantine: Sequence[int] | None,
+        behaviors: str | Sequence[str] | Mapping[int, str] | None,
+    ) -> tuple[list[int], list[str]]:
+        """The sorted Byzantine ids and their behaviour names, drawn or pinned (validated)."""
         cfg, n = self.config, self.n
         b = cfg.n_byzantine
         if byzantine is None:
@@ -178,72 +262,42 @@ class PBFTConsensus:
             names = list(behaviors)
             if len(names) != b:
                 raise ValueError(f"behaviors: need {b} names (one per Byzantine), got {names}")
-        bad = [name for name in names if name not in BEHAVIORS]
-        if bad:
+        unknown = [name for name in names if name not in BEHAVIORS]
+        if unknown:
             raise ValueError(
-                f"behaviors: unknown behaviour(s) {bad}; expected names from {BEHAVIORS}"
+                f"behaviors: unknown behaviour(s) {unknown}; expected names from {BEHAVIORS}"
             )
-
-        self._rng = np.random.default_rng(int(rng.integers(2**63)))
-        self.byzantine: tuple[int, ...] = tuple(byz)
-        self.honest: tuple[int, ...] = tuple(i for i in range(n) if i not in set(byz))
-        self.behaviors: dict[int, str] = dict(zip(byz, names, strict=True))
-        code = [0] * n
-        for i, name in self.behaviors.items():
-            code[i] = bz.CODE[name]
-        self._code = code
-        self._honest_bits = _bits(c == bz.HONEST for c in code)
-        self._follow_bits = _bits(c in bz.FOLLOWS_PROTOCOL for c in code)
-        self._eq_bits = _bits(c == bz.EQUIVOCATE for c in code)
-        self._n_h = len(self.honest)
-        # a sender's probability of missing the deadline, per message
-        keep_h = (1.0 - cfg.p_drop) * (1.0 - cfg.p_delay)
-        plost = [1.0 - keep_h if c == bz.HONEST else cfg.p_drop for c in code]
-        plost = [2.0 if c == bz.DELAY else x for c, x in zip(code, plost, strict=True)]
-        self._plost_row = np.array(plost)  # uniforms are < 1: a `delay` sender is never on time
-        on_time = _bits(x < 1.0 for x in plost)
-        self._static_cols = [[on_time & ~(1 << r) for r in range(n)] for _ in range(_N_PHASES)]
-        self._dbuf: list[list[list[int]]] = []
-        self._di = 0
-        self._fast = not self._lossy and len(byz) <= self.f
-        self._commit_template = [0 if c == bz.HONEST else -1 for c in code]
-        self._is_honest = [c == bz.HONEST for c in code]
-        self._hc_by_decision = [
-            np.array([d if h else -1 for h in self._is_honest], dtype=np.int8)
-            for d in range(N_ACTIONS)
-        ]
-        self._unknown = [-1] * n
-        self._ubuf: list[float] = []
-        self._ui = 0
-
-        self.view = 0
-        self.seq = 0
-        self.convicted = np.zeros(n, dtype=bool)
-        self.evidence: dict[int, tuple[SignedMessage, SignedMessage]] = {}
-        self._pending_change = False
-        self._stats = dict.fromkeys(BFT_STAT_KEYS, 0)
-        self._refresh_masks()
+        return byz, names
 
     def _refresh_masks(self) -> None:
         """Recompute who is active / whose vote can arrive after a conviction."""
-        conv = self.convicted.tolist()
-        self._conv = conv
-        code = self._code
-        self._active = [not conv[i] and code[i] != bz.SILENT for i in range(self.n)]
-        self._arrive = [a and code[i] != bz.DELAY for i, a in enumerate(self._active)]
+        convicted = self.convicted.tolist()
+        self._convicted_list = convicted
+        codes = self._codes
+        self._active = [
+            not convicted[i] and codes[i] not in bz.SENDS_NOTHING for i in range(self.n)
+        ]
+        self._vote_arrives = [
+            active and codes[i] not in bz.ALWAYS_LATE for i, active in enumerate(self._active)
+        ]
         self._active_bits = _bits(self._active)
         self._n_active = sum(self._active)
-        self._eq_backups = [
-            i for i in range(self.n) if self._active[i] and code[i] == bz.EQUIVOCATE
+        self._equivocating_backups = [
+            i for i in range(self.n) if self._active[i] and codes[i] in bz.EQUIVOCATES
         ]
+        # messages of a fast-path view, without / with VIEW-CHANGE: every active replica
+        # (honest + active Byzantine) sends in every phase
+        n, a = self.n, self._n_active
+        steady = (a - 1) + (n - 1) + (2 * a - 1) * (n - 1)  # VOTE, PRE-PREPARE, PREPARE, COMMIT
+        self._fast_view_messages = (steady, steady + a * (n - 1))
 
     def _draw(self) -> float:
         """Next uniform in [0, 1) from the episode's buffered stream."""
-        if self._ui >= len(self._ubuf):
-            self._ubuf = self._rng.random(_BUFFER).tolist()
-            self._ui = 0
-        u = self._ubuf[self._ui]
-        self._ui += 1
+        if self._uniform_index >= len(self._uniforms):
+            self._uniforms = self._rng.random(_BUFFER).tolist()
+            self._uniform_index = 0
+        u = self._uniforms[self._uniform_index]
+        self._uniform_index += 1
         return u
 
     @property
@@ -254,108 +308,25 @@ class PBFTConsensus:
     # ------------------------------------------------------------------ one instance
     def decide(self, votes: np.ndarray) -> ConsensusResult:
         """Run one consensus instance on the honest replicas' votes and return its outcome."""
-        n = self.n
         vote = self._check_votes(votes)
-        seq, code = self.seq, self._code
-        for i in self.byzantine:
-            vote[i] = bz.scripted_vote(
-                code[i], seq, self.config.on_off_period, vote, self.honest, self._draw
-            )
-
-        messages = view_changes = views = 0
-        newly: list[int] = []
-        revealed: list[int] | None = None
-        commit: list[int] | None = None
-        certs: list[bz.Certificate] = []
-        changed = self._pending_change  # the previous instance was undecided (change counted there)
-        for k in range(self._deadline):
-            v = self.view
-            p = v % n
-            views += 1
-            if not self._conv[p]:
-                if self._fast and code[p] in bz.FOLLOWS_PROTOCOL and not self._force_slow:
-                    out = self._view_fast(v, p, changed, vote, seq)
-                else:
-                    out = self._view_slow(v, p, changed, vote, seq)
-                commit, certs, msgs, convicts, seen = out
-                messages += msgs
-                if seen:
-                    if revealed is None:
-                        revealed = [-1] * n
-                    for d in seen:
-                        for i, x in zip(*certs[d], strict=True):
-                            revealed[i] = x
-                if convicts:
-                    self._convict(convicts, newly)
-                if commit is not None:
-                    break
-            changed = True
-            if k + 1 < self._deadline:
-                self.view += 1
-                view_changes += 1
+        self._script_byzantine_votes(vote)
+        run = self._run_views(vote)
         self.seq += 1
-        stats = self._stats
-        stats["views"] += views
-        stats["messages"] += messages
-        if commit is None:  # undecided: fail-safe, and the next instance starts in a new view
-            self.view += 1
-            view_changes += 1
-            self._pending_change = True
-            stats["view_changes"] += view_changes
-            stats["undecided"] += 1
-            return ConsensusResult(
-                decision=self.config.fail_safe_action,
-                committed=False,
-                view=v,
-                primary=p,
-                view_changes=view_changes,
-                certificate=np.zeros(n, dtype=bool),
-                revealed_votes=np.array(revealed or self._unknown, dtype=np.int8),
-                honest_commits=np.full(n, -1, dtype=np.int8),
-                messages=messages,
-                newly_convicted=tuple(newly),
-                agreement_violation=False,
-                validity_violation=False,
-            )
-        self._pending_change = False
-        if view_changes:
-            stats["view_changes"] += view_changes
-        pick, is_honest = self._pick, self._is_honest
-        if commit is self._commit_template:  # fast path: every honest replica committed cert 0
-            voters, vals = certs[0]
-            decision = sorted(vals)[pick]
-            honest_votes = [x for i, x in zip(voters, vals, strict=True) if is_honest[i]]
-            validity = not honest_votes or not min(honest_votes) <= decision <= max(honest_votes)
-            agreement = False
-            honest_commits = self._hc_by_decision[decision].copy()
-            if views == 1:  # only this certificate was revealed
-                revealed_arr = np.fromiter(revealed, np.int8, n)
-                cert_mask = revealed_arr >= 0
-            else:
-                revealed_arr = np.array(revealed, dtype=np.int8)
-                cert_mask = np.zeros(n, dtype=bool)
-                cert_mask[voters] = True
-        else:
-            decision, cert_mask, revealed_arr, honest_commits, agreement, validity = self._outcome(
-                commit, certs, revealed
-            )
-        if agreement:
-            stats["agreement_violations"] += 1
-        if validity:
-            stats["validity_violations"] += 1
+        decided = self._committed_decision(run) if run.committed else self._undecided_decision(run)
+        self._add_to_stats(run, decided)
         return ConsensusResult(
-            decision=decision,
-            committed=True,
-            view=v,
-            primary=p,
-            view_changes=view_changes,
-            certificate=cert_mask,
-            revealed_votes=revealed_arr,
-            honest_commits=honest_commits,
-            messages=messages,
-            newly_convicted=tuple(newly),
-            agreement_violation=agreement,
-            validity_violation=validity,
+            decision=decided.decision,
+            committed=run.committed,
+            view=run.view,
+            primary=run.primary,
+            view_changes=run.view_changes,
+            certificate=decided.certificate,
+            revealed_votes=decided.revealed_votes,
+            honest_commits=decided.honest_commits,
+            messages=run.messages,
+            newly_convicted=tuple(run.newly_convicted),
+            agreement_violation=decided.agreement_violation,
+            validity_violation=decided.validity_violation,
         )
 
     def _check_votes(self, votes: np.ndarray | Sequence[int]) -> list[int]:
@@ -384,12 +355,147 @@ class PBFTConsensus:
                 vote[i] = int(x)
         return vote
 
-    def _convict(
-        self, convicts: list[tuple[int, tuple[SignedMessage, SignedMessage]]], newly: list[int]
-    ) -> None:
+    def _script_byzantine_votes(self, vote: list[int]) -> None:
+        """Fill in the votes the Byzantine replicas sign in this instance."""
+        seq, period, honest, draw = self.seq, self.config.on_off_period, self.honest, self._draw
+        for i, rule in self._byzantine_vote_rules:
+            vote[i] = rule(seq, period, vote, honest, draw)
+
+    def _run_views(self, vote: list[int]) -> _InstanceRun:
+        """Try views from the current one until an honest replica commits or the deadline passes.
+
+        An undecided instance then moves on to the next view (a view change the next
+        instance starts with).
+        """
+        n, seq, deadline = self.n, self.seq, self._deadline
+        messages = view_changes = views = 0
+        newly: list[int] = []
+        revealed: list[int] | None = None
+        outcome: _ViewOutcome | None = None
+        changed = self._pending_change  # the previous instance was undecided (change counted there)
+        for attempt in range(deadline):
+            view = self.view
+            primary = view % n
+            views += 1
+            if not self._convicted_list[primary]:
+                if self._fast_path_possible and self._codes[primary] in bz.FOLLOWS_PROTOCOL:
+                    outcome = self._view_fast(view, primary, changed, vote, seq)
+                else:
+                    outcome = self._view_full(view, primary, changed, vote, seq)
+                messages += outcome.messages
+                if outcome.seen:  # reveal the votes of the certificates honest replicas saw
+                    if revealed is None:
+                        revealed = [-1] * n
+                    for digest in outcome.seen:
+                        for i, x in zip(*outcome.certificates[digest], strict=True):
+                            revealed[i] = x
+                if outcome.convictions:
+                    self._convict(outcome.convictions, newly)
+                if outcome.commits is not None:
+                    break
+            changed = True
+            if attempt + 1 < deadline:
+                self.view += 1
+                view_changes += 1
+        committed = outcome is not None and outcome.commits is not None
+        if not committed:
+            self.view += 1
+            view_changes += 1
+        self._pending_change = not committed
+        return _InstanceRun(
+            committed, view, primary, views, view_changes, messages, newly, revealed, outcome
+        )
+
+    def _add_to_stats(self, run: _InstanceRun, decided: _Decision) -> None:
+        """Add one instance to the episode statistics."""
+        stats = self._stats
+        stats["views"] += run.views
+        stats["messages"] += run.messages
+        if run.view_changes:
+            stats["view_changes"] += run.view_changes
+        if not run.committed:
+            stats["undecided"] += 1
+        if decided.agreement_violation:
+            stats["agreement_violations"] += 1
+        if decided.validity_violation:
+            stats["validity_violations"] += 1
+
+    def _undecided_decision(self, run: _InstanceRun) -> _Decision:
+        """An instance with no commit by its deadline: the fail-safe action."""
+        n = self.n
+        return _Decision(
+            self.config.fail_safe_action,
+            np.zeros(n, dtype=bool),  # no certificate
+            np.array(run.revealed or self._unknown_votes, dtype=np.int8),
+            np.full(n, -1, dtype=np.int8),  # no honest commit
+            False,
+            False,
+        )
+
+    def _committed_decision(self, run: _InstanceRun) -> _Decision:
+        """Decision, certificate, revealed votes, honest commits and violations of a commit."""
+        outcome = run.last
+        if outcome.commits is not self._fast_commits:
+            return self._full_committed_decision(
+                outcome.commits, outcome.certificates, run.revealed
+            )
+        # fast path: every honest replica committed certificate 0
+        n, is_honest = self.n, self._is_honest
+        voters, vals = outcome.certificates[0]
+        decision = robust_aggregate(vals, self.f)
+        honest_votes = [x for i, x in zip(voters, vals, strict=True) if is_honest[i]]
+        if run.views == 1:  # only this certificate was revealed
+            revealed = np.fromiter(run.revealed, np.int8, n)
+            certificate = revealed >= 0
+        else:
+            revealed = np.array(run.revealed, dtype=np.int8)
+            certificate = np.zeros(n, dtype=bool)
+            certificate[voters] = True
+        invalid = not honest_votes or not min(honest_votes) <= decision <= max(honest_votes)
+        honest_commits = self._honest_commits_by_decision[decision].copy()
+        return _Decision(decision, certificate, revealed, honest_commits, False, invalid)
+
+    def _full_committed_decision(
+        self, commits: list[int], certificates: list[bz.Certificate], revealed: list[int] | None
+    ) -> _Decision:
+        """A commit of the full simulation: the first honest commit's certificate decides."""
+        n, f, is_honest = self.n, self.f, self._is_honest
+        decisions = [robust_aggregate(vals, f) for _, vals in certificates]
+        honest_commits = [-1] * n
+        first = -1
+        committed_digests: set[int] = set()
+        for i in self.honest:
+            digest = commits[i]
+            if digest >= 0:
+                honest_commits[i] = decisions[digest]
+                committed_digests.add(digest)
+                if first < 0:
+                    first = digest
+        agreement_violation = len({decisions[d] for d in committed_digests}) > 1
+        validity_violation = False
+        for d in committed_digests:
+            honest_votes = [x for i, x in zip(*certificates[d], strict=True) if is_honest[i]]
+            if not honest_votes or not min(honest_votes) <= decisions[d] <= max(honest_votes):
+                validity_violation = True
+        revealed = revealed or list(self._unknown_votes)
+        voters, vals = certificates[first]
+        for i, x in zip(voters, vals, strict=True):  # the committed certificate's votes win
+            revealed[i] = x
+        certificate = np.zeros(n, dtype=bool)
+        certificate[voters] = True
+        return _Decision(
+            decisions[first],
+            certificate,
+            np.array(revealed, dtype=np.int8),
+            np.array(honest_commits, dtype=np.int8),
+            agreement_violation,
+            validity_violation,
+        )
+
+    def _convict(self, convictions: list[Conviction], newly: list[int]) -> None:
         """Record convictions (with their proofs) and exclude the convicted from now on."""
         before = len(newly)
-        for r, proof in convicts:
+        for r, proof in convictions:
             if not self.convicted[r]:
                 if self._is_honest[r]:  # cannot happen: honest replicas never sign conflicts
                     raise RuntimeError(f"internal error: honest replica {r} would be convicted")
@@ -399,72 +505,39 @@ class PBFTConsensus:
         self._stats["convictions"] += len(newly) - before
         self._refresh_masks()
 
-    def _outcome(
-        self, commit: list[int], certs: list[bz.Certificate], revealed: list[int] | None
-    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, bool]:
-        """Decision, certificate mask, revealed votes, honest commits and violation flags."""
-        n, pick = self.n, self._pick
-        decisions = [sorted(vals)[pick] for _, vals in certs]
-        honest_commits = [-1] * n
-        first = -1
-        used: set[int] = set()
-        for i in self.honest:
-            d = commit[i]
-            if d >= 0:
-                honest_commits[i] = decisions[d]
-                used.add(d)
-                if first < 0:
-                    first = d
-        agreement = len({decisions[d] for d in used}) > 1
-        validity = False
-        for d in used:
-            hv = [x for i, x in zip(*certs[d], strict=True) if self._is_honest[i]]
-            if not hv or not min(hv) <= decisions[d] <= max(hv):
-                validity = True
-        revealed = revealed or list(self._unknown)
-        for i, x in zip(*certs[first], strict=True):  # the committed certificate's votes win
-            revealed[i] = x
-        cert_mask = np.zeros(n, dtype=bool)
-        cert_mask[certs[first][0]] = True
-        return (
-            decisions[first],
-            cert_mask,
-            np.array(revealed, dtype=np.int8),
-            np.array(honest_commits, dtype=np.int8),
-            agreement,
-            validity,
-        )
-
     # ------------------------------------------------------------------ view simulation
-    def _view_fast(self, v: int, p: int, changed: bool, vote: list[int], seq: int) -> _ViewOutcome:
+    def _primary_mode(self, primary: int, seq: int) -> int:
+        """How the primary acts in instance `seq`: one of byzantine.PRIMARY_*."""
+        rule = self._primary_rules[primary]
+        return bz.PRIMARY_HONEST if rule is None else rule(seq, self.config.on_off_period)
+
+    def _view_fast(
+        self, view: int, primary: int, changed: bool, vote: list[int], seq: int
+    ) -> _ViewOutcome:
         """A lossless view with b <= f and a primary sending one certificate to all."""
         n = self.n
-        k = int(self._draw() * (n - 1))
-        ring = self._ring[p]
-        arrive = self._arrive
-        arrivals = [i for i in ring[k:] + ring[:k] if arrive[i]]
-        code = self._code[p]
-        mode = (
-            bz.PRIMARY_HONEST
-            if code == bz.HONEST
-            else bz.primary_mode(code, seq, self.config.on_off_period)
-        )
-        certs = bz.build_certificates(mode, p, arrivals, vote, self._m)
-        a = self._n_active  # honest + active Byzantine; all of them send in every phase
-        msgs = (a * (n - 1) if changed else 0) + (a - 1) + (n - 1) + (2 * a - 1) * (n - 1)
-        convicts = []
-        for s in self._eq_backups:
-            convicts.append((s, self._proof(MsgType.PREPARE, v, seq, s, 0, BOGUS_DIGEST)))
-        return self._commit_template, certs, msgs, convicts, (0,)
+        rotation = int(self._draw() * (n - 1))
+        ring = self._ring[primary]
+        arrives = self._vote_arrives
+        arrivals = [i for i in ring[rotation:] + ring[:rotation] if arrives[i]]
+        rule = self._primary_rules[primary]  # _primary_mode, inlined on the hot path
+        mode = bz.PRIMARY_HONEST if rule is None else rule(seq, self.config.on_off_period)
+        certificates = bz.build_certificates(mode, primary, arrivals, vote, self._cert_size)
+        messages = self._fast_view_messages[changed]
+        convictions = [
+            (s, self._proof(MsgType.PREPARE, view, seq, s, 0, BOGUS_DIGEST))
+            for s in self._equivocating_backups
+        ]
+        return _ViewOutcome(self._fast_commits, certificates, messages, convictions, (0,))
 
     def _delivery(self) -> list[list[int]]:
         """This view's delivery: [phase][receiver] -> bitmask of senders whose message is on time."""
         if not self._lossy:
-            return self._static_cols
-        if self._di >= len(self._dbuf):
+            return self._lossless_delivery
+        if self._delivery_index >= len(self._delivery_buffer):
             n = self.n
             views = max(8, _DELIVERY_BATCH // (_N_PHASES * n * n))
-            ok = self._rng.random((views, _N_PHASES, n, n)) >= self._plost_row
+            ok = self._rng.random((views, _N_PHASES, n, n)) >= self._p_lost
             if n <= 52:  # exact in float64
                 masks = (ok @ self._bit_weights).astype(np.int64).tolist()
             else:
@@ -473,140 +546,141 @@ class PBFTConsensus:
                     [[int.from_bytes(row.tobytes(), "little") for row in phase] for phase in view]
                     for view in packed
                 ]
-            self._dbuf, self._di = masks, 0
-        cols = self._dbuf[self._di]
-        self._di += 1
-        return cols
+            self._delivery_buffer, self._delivery_index = masks, 0
+        delivery = self._delivery_buffer[self._delivery_index]
+        self._delivery_index += 1
+        return delivery
 
-    def _view_slow(self, v: int, p: int, changed: bool, vote: list[int], seq: int) -> _ViewOutcome:
+    def _view_full(
+        self, view: int, primary: int, changed: bool, vote: list[int], seq: int
+    ) -> _ViewOutcome:
         """The full simulation of one view, message by message, as sender bitmasks per receiver."""
         n = self.n
-        cols = self._delivery()
-        bp = 1 << p
+        delivery = self._delivery()
+        primary_bit = 1 << primary
         active = self._active_bits
-        msgs = 0
-        vc_quorum = True
+        messages = 0
+        view_change_quorum = True
         if changed:
-            msgs += self._n_active * (n - 1)
-            got = (cols[MsgType.VIEW_CHANGE][p] & active & ~bp).bit_count() + self._active[p]
-            vc_quorum = got >= self.quorum
-        senders = active & ~bp
-        msgs += senders.bit_count()
-        arrived = cols[MsgType.VOTE][p] & senders
-        k = int(self._draw() * (n - 1))
-        ring = self._ring[p]
-        arrivals = [i for i in ring[k:] + ring[:k] if arrived >> i & 1]
-        pcode = self._code[p]
-        mode = (
-            bz.PRIMARY_HONEST
-            if pcode == bz.HONEST
-            else bz.primary_mode(pcode, seq, self.config.on_off_period)
-        )
-        certs: list[bz.Certificate] = []
+            messages += self._n_active * (n - 1)
+            backups = delivery[MsgType.VIEW_CHANGE][primary] & active & ~primary_bit
+            view_change_quorum = backups.bit_count() + self._active[primary] >= self.quorum
+        voters = active & ~primary_bit
+        messages += voters.bit_count()
+        arrived = delivery[MsgType.VOTE][primary] & voters
+        rotation = int(self._draw() * (n - 1))
+        ring = self._ring[primary]
+        arrivals = [i for i in ring[rotation:] + ring[:rotation] if arrived >> i & 1]
+        mode = self._primary_mode(primary, seq)
+        certificates: list[bz.Certificate] = []
         if mode == bz.PRIMARY_DELAY:
-            msgs += n - 1
-        elif mode != bz.PRIMARY_SILENT and vc_quorum:
-            certs = bz.build_certificates(mode, p, arrivals, vote, self._m)
-            if certs:
-                msgs += n - 1
-        if not certs:
-            return None, certs, msgs, [], ()
+            messages += n - 1
+        elif mode != bz.PRIMARY_SILENT and view_change_quorum:
+            certificates = bz.build_certificates(mode, primary, arrivals, vote, self._cert_size)
+            if certificates:
+                messages += n - 1
+        if not certificates:
+            return _ViewOutcome(None, certificates, messages, [], ())
 
         # PRE-PREPARE: the digest each replica holds (-1: none arrived in time)
-        pp = cols[MsgType.PRE_PREPARE]
-        digest = self._zero_digest if len(certs) == 1 else self._alt_digest[p]
-        holds = [digest[r] if pp[r] >> p & 1 else -1 for r in range(n)]
-        holds[p] = 0
-        held = [0, 0]  # bitmask of replicas holding digest 0 / 1
+        pre_prepare = delivery[MsgType.PRE_PREPARE]
+        digest = (
+            self._single_digest if len(certificates) == 1 else self._alternating_digest[primary]
+        )
+        holds = [digest[r] if pre_prepare[r] >> primary & 1 else -1 for r in range(n)]
+        holds[primary] = 0
+        holders = [0, 0]  # bitmask of replicas holding digest 0 / 1
         for r in range(n):
             if holds[r] >= 0:
-                held[holds[r]] |= 1 << r
-        has = held[0] | held[1]
-        hb = self._honest_bits
-        seen = tuple(d for d in (0, 1) if held[d] & hb)
-        convicts = []
-        if len(seen) > 1:
-            convicts.append((p, self._proof(MsgType.PRE_PREPARE, v, seq, p, 0, 1)))
+                holders[holds[r]] |= 1 << r
+        holds_any = holders[0] | holders[1]
+        seen = tuple(d for d in (0, 1) if holders[d] & self._honest_bits)
+        convictions = []
         split = len(seen) > 1
+        if split:
+            convictions.append(
+                (primary, self._proof(MsgType.PRE_PREPARE, view, seq, primary, 0, 1))
+            )
 
         # PREPARE: backups holding a pre-prepare broadcast its digest
-        psend = active & has & ~bp
-        msgs += psend.bit_count() * (n - 1)
-        got = self._count(
-            MsgType.PREPARE, cols[MsgType.PREPARE], psend, holds, held, split, v, seq, convicts
+        preparers = active & holds_any & ~primary_bit
+        messages += preparers.bit_count() * (n - 1)
+        got = self._matching_counts(
+            MsgType.PREPARE, delivery, preparers, holds, holders, split, view, seq, convictions
         )
         prepared = 0
         need = self.quorum - 1
         for r in range(n):
-            if holds[r] >= 0 and got[r] + (psend >> r & 1) >= need:
+            if holds[r] >= 0 and got[r] + (preparers >> r & 1) >= need:
                 prepared |= 1 << r
 
         # COMMIT: prepared replicas (and equivocating / late ones holding a digest) broadcast
-        fb = self._follow_bits
-        csend = active & ((prepared & fb) | (has & ~fb))
-        msgs += csend.bit_count() * (n - 1)
-        got = self._count(
-            MsgType.COMMIT, cols[MsgType.COMMIT], csend, holds, held, split, v, seq, convicts
+        follow = self._follow_bits
+        committers = active & ((prepared & follow) | (holds_any & ~follow))
+        messages += committers.bit_count() * (n - 1)
+        got = self._matching_counts(
+            MsgType.COMMIT, delivery, committers, holds, holders, split, view, seq, convictions
         )
-        commit = None
+        commits = None
         for r in self.honest:
             if prepared >> r & 1 and got[r] + 1 >= self.quorum:
-                if commit is None:
-                    commit = [-1] * n
-                commit[r] = holds[r]
-        return commit, certs, msgs, convicts, seen
+                if commits is None:
+                    commits = [-1] * n
+                commits[r] = holds[r]
+        return _ViewOutcome(commits, certificates, messages, convictions, seen)
 
-    def _count(
+    def _matching_counts(
         self,
         kind: MsgType,
-        cols: list[int],
-        send: int,
+        delivery: list[list[int]],
+        senders: int,
         holds: list[int],
-        held: list[int],
+        holders: list[int],
         split: bool,
-        v: int,
+        view: int,
         seq: int,
-        convicts: list[tuple[int, tuple[SignedMessage, SignedMessage]]],
+        convictions: list[Conviction],
     ) -> list[int]:
         """Per receiver, how many on-time messages of one broadcast phase match the digest it holds.
 
-        Convicts each equivocating sender whose conflicting messages reached honest replicas.
+        Appends to `convictions` each equivocating sender whose conflicting messages reached
+        honest replicas.
         """
         n = self.n
-        eq = send & self._eq_bits
-        normal = send & ~eq
-        same = [normal & held[0], normal & held[1]]
+        on_time = delivery[kind]
+        equivocators = senders & self._equivocating_bits
+        consistent = senders & ~equivocators
+        backing = [consistent & holders[0], consistent & holders[1]]  # senders of digest 0 / 1
         got = [
-            (cols[r] & same[h] & ~(1 << r)).bit_count() if h >= 0 else 0
-            for r, h in enumerate(holds)
+            (on_time[r] & backing[d] & ~(1 << r)).bit_count() if d >= 0 else 0
+            for r, d in enumerate(holds)
         ]
-        if eq:
+        if equivocators:
             for e in range(n):
-                if not eq >> e & 1:
+                if not equivocators >> e & 1:
                     continue
-                base = holds[e]
+                own = holds[e]
                 if split:  # collude: confirm to each replica the certificate it holds
-                    row = [h if h >= 0 else base for h in holds]
+                    sent = [d if d >= 0 else own for d in holds]
                 else:  # conflict: the real digest to every second replica, a bogus one to the rest
-                    row = [base if par else BOGUS_DIGEST for par in self._parity_list[e]]
+                    sent = [own if even else BOGUS_DIGEST for even in self._even_after[e]]
                 reached = set()
                 for r in range(n):
-                    if r != e and cols[r] >> e & 1:
-                        if row[r] == holds[r]:
+                    if r != e and on_time[r] >> e & 1:
+                        if sent[r] == holds[r]:
                             got[r] += 1
                         if self._is_honest[r]:
-                            reached.add(row[r])
+                            reached.add(sent[r])
                 if len(reached) > 1:
                     d1, d2 = sorted(reached)[:2]
-                    convicts.append((e, self._proof(kind, v, seq, e, d1, d2)))
+                    convictions.append((e, self._proof(kind, view, seq, e, d1, d2)))
         return got
 
     @staticmethod
-    def _proof(
-        kind: MsgType, v: int, seq: int, s: int, d1: int, d2: int
-    ) -> tuple[SignedMessage, SignedMessage]:
-        """The two conflicting signed messages that convict replica `s`."""
-        return SignedMessage(kind, v, seq, s, d1), SignedMessage(kind, v, seq, s, d2)
+    def _proof(kind: MsgType, view: int, seq: int, sender: int, d1: int, d2: int) -> Proof:
+        """The two conflicting signed messages that convict replica `sender`."""
+        first = SignedMessage(kind, view, seq, sender, d1)
+        return first, SignedMessage(kind, view, seq, sender, d2)
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, int]:

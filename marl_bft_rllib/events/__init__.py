@@ -2,7 +2,7 @@
 
 from marl_bft_rllib.events.base import KILL_CHAIN, EpisodeEvents, Event, EventSource, Outcome
 from marl_bft_rllib.events.context import CONTEXT_NAMES, ContextConfig, HostContextTracker
-from marl_bft_rllib.events.factory import make_source
+from marl_bft_rllib.events.factory import SOURCE_REGISTRY, SourceKind, make_source, source_kind
 from marl_bft_rllib.events.sensors import ReplicaSensors
 from marl_bft_rllib.events.synthetic import (
     BENIGN_KINDS,
@@ -25,6 +25,8 @@ __all__ = [
     "KILL_CHAIN",
     "Outcome",
     "ReplicaSensors",
+    "SOURCE_REGISTRY",
+    "SourceKind",
     "SyntheticAPTSource",
     "SyntheticConfig",
     "SyntheticEpisode",
@@ -32,5 +34,6 @@ __all__ = [
     "TabularEpisode",
     "TabularSource",
     "make_source",
+    "source_kind",
     "split_windows",
 ]

@@ -44,6 +44,7 @@ from marl_bft_rllib.evaluation import (  # noqa: E402
 )
 from marl_bft_rllib.metrics import BFT_STAT_KEYS  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
+from marl_bft_rllib.validation import check_int  # noqa: E402
 
 REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
 # Rows of the report that are references (what is learnable), not baselines to beat.
@@ -457,8 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         ("--supervised-rounds", args.supervised_rounds, 1),
     ):
-        if value < low:
-            parser.error(f"{flag}: must be >= {low}, got {value}")
+        try:
+            check_int(flag, value, lo=low)
+        except ValueError as e:
+            parser.error(str(e))
     if args.table is not None and not args.table.is_file():
         parser.error(f"--table: {args.table} is not a file")
     try:

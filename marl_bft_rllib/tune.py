@@ -44,6 +44,7 @@ from marl_bft_rllib.rllib.callbacks import (
 )
 from marl_bft_rllib.rllib.config import add_evaluation, build_ppo_config
 from marl_bft_rllib.rllib.health import ValueHealthStopper, health_status_name
+from marl_bft_rllib.validation import check_int, check_number
 
 EVAL_F1 = "eval_f1"  # pooled F1 of this iteration's evaluation, nan when none ran
 EVAL_RETURN = "eval_return"  # mean return of this iteration's evaluation, nan when none ran
@@ -315,39 +316,44 @@ def build_config(
 
 
 # -- command-line value types --------------------------------------------------------------
+def _argparse_type(check: Callable[[Any], Any], name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with ``check`` (the shared validation helpers)."""
+
+    def parse(text: str) -> Any:
+        """The checked value of ``text``, or an argparse error saying what is wrong."""
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+    parse.__name__ = name
+    return parse
+
+
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer >= ``low``."""
 
-    def parse(text: str) -> int:
-        """The integer in ``text``, or an argparse error if it is not one >= low."""
+    def check(text: str) -> int:
         try:
-            value = int(text)
+            value: Any = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
+            value = text
+        return check_int("flag", value, lo=low)
 
-    parse.__name__ = f"int>={low}"
-    return parse
+    return _argparse_type(check, f"int>={low}")
 
 
 def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite number in [low, high] (``low_open``: (low, high])."""
 
-    def parse(text: str) -> float:
-        """The number in ``text``, or an argparse error if it is outside the range."""
+    def check(text: str) -> float:
         try:
-            value = float(text)
+            value: Any = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-            bracket = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"must lie in {bracket}{low}, {high}], got {text}")
-        return value
+            value = text
+        return check_number("flag", value, lo=low, hi=high, lo_open=low_open)
 
-    parse.__name__ = "number"
-    return parse
+    return _argparse_type(check, "number")
 
 
 # -- Ray -----------------------------------------------------------------------------------

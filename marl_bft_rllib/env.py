@@ -198,15 +198,20 @@ class BFTSecurityEnv(ParallelEnv):
     def state(self) -> np.ndarray:
         """The global hidden state (``state_space``) at the current observation."""
         lay = self._state_layout
+        out = self._adversary_state.copy()  # Byzantine ids and behaviours: fixed per episode
+        out[lay["primary"].start + self._consensus.primary] = 1.0
+        out[lay["campaign"]] = self._events.campaign_state()
+        return out
+
+    def _build_adversary_state(self) -> np.ndarray:
+        """The state vector with only this episode's Byzantine flags and behaviours set."""
+        lay = self._state_layout
         out = np.zeros(self.state_dim, np.float32)
-        consensus = self._consensus
-        behavior = out[lay["behavior"]].reshape(self.n, len(BEHAVIORS))
-        for i, name in consensus.behaviors.items():
+        behavior = np.zeros((self.n, len(BEHAVIORS)), np.float32)
+        for i, name in self._consensus.behaviors.items():
             out[lay["byzantine"].start + i] = 1.0
             behavior[i, self._behavior_index[name]] = 1.0
         out[lay["behavior"]] = behavior.ravel()
-        out[lay["primary"].start + consensus.primary] = 1.0
-        out[lay["campaign"]] = self._events.campaign_state()
         return out
 
     # -- episode ------------------------------------------------------------------------
@@ -223,6 +228,7 @@ class BFTSecurityEnv(ParallelEnv):
         self._sensors = ReplicaSensors(self.n, cfg.sensor_noise, np.random.default_rng(sensor_seq))
         self._shaper.reset()
         self.honest = np.array(self._consensus.honest, dtype=np.int64)
+        self._adversary_state = self._build_adversary_state()
         self.agents = [self.possible_agents[i] for i in self.honest]
         self.t = 0
         self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)

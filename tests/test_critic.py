@@ -81,14 +81,17 @@ def test_loss_batch_carries_the_env_state_row_by_row(trained):
 def test_targets_stay_raw_discounted_returns_with_the_central_critic(trained):
     records, _, _, _ = trained
     gamma = build_ppo_config(ENV).gamma
+    ends = {"terminated": 0, "truncated": 0}
     for rec in records:
         mask = rec[Columns.LOSS_MASK].astype(bool)
         expected, kinds = hand_targets(rec, gamma)
-        assert kinds["terminated"] >= 1  # horizon ends are terminal (time_limit "episodic")
+        ends = {k: ends[k] + kinds[k] for k in ends}
         np.testing.assert_allclose(
             rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
         )
         assert np.abs(rec[Postprocessing.VALUE_TARGETS][mask]).max() > 20  # not standardised
+    # Over both iterations: horizon ends (terminal, time_limit "episodic") and rollout cuts.
+    assert ends["terminated"] >= 1 and ends["truncated"] >= 1, ends
 
 
 def test_sampled_states_align_with_each_steps_observation(trained):
@@ -208,7 +211,8 @@ def test_horizon_rule_of_each_time_limit_reaches_the_targets(trained, time_limit
         if time_limit == "episodic":
             assert kinds["terminated"] >= 3  # every horizon end, no bootstrap
         else:
-            assert kinds["terminated"] == 0 and kinds["truncated"] >= 4
+            # Horizon ends bootstrap; a terminal chunk can only be a rare breach here.
+            assert kinds["terminated"] < 3 and kinds["truncated"] >= 4, kinds
         np.testing.assert_allclose(
             rec[Postprocessing.VALUE_TARGETS][mask], expected[mask], rtol=1e-4, atol=1e-2
         )

@@ -47,6 +47,8 @@ from marl_bft_rllib.evaluation import (  # noqa: E402
     held_out_seeds,
     random_policy,
 )
+from marl_bft_rllib.metrics import explained_variance  # noqa: E402
+from marl_bft_rllib.rllib.returns import discounted_cumsum  # noqa: E402
 
 POLICIES = ("random", "threshold", "checkpoint")
 RESULTS = Path(__file__).resolve().parent / "results" / "value_ceiling.json"
@@ -69,15 +71,6 @@ def make_policy(name: str, args: argparse.Namespace, env_config: dict[str, Any])
         module.eval()
         return greedy_policy({args.module: logits_fn(module)}, lambda agent: args.module)
     raise ValueError(f"policy: unknown {name!r}")
-
-
-def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
-    """G_t = sum_k gamma^k r_{t+k} for every t of one agent's episode."""
-    out, g = np.zeros(len(rewards)), 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        g = rewards[t] + gamma * g
-        out[t] = g
-    return out
 
 
 def rollout(
@@ -104,7 +97,9 @@ def rollout(
             n = len(o_ep[a])
             obs_l.append(np.stack(o_ep[a]))
             state_l.append(np.stack(s_ep[a]))
-            g_l.append(discounted_returns(r_ep[a], gamma)[:n])
+            rewards = np.asarray(r_ep[a], dtype=np.float64)  # to the episode's end
+            g = discounted_cumsum(rewards, np.array([rewards.size]), np.zeros(1), gamma)
+            g_l.append(g[:n])
             ep_l.append(np.full(n, i))
     env.close()
     return {
@@ -116,11 +111,6 @@ def rollout(
     }
 
 
-def r2(y: np.ndarray, pred: np.ndarray) -> float:
-    """Explained variance 1 - Var(y - pred) / Var(y)."""
-    return float(1.0 - np.var(y - pred) / np.var(y))
-
-
 def ridge_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
     """Held-out R^2 of ridge least squares (standardised x, small penalty, free bias)."""
     mu, sd = x[train].mean(0), x[train].std(0) + 1e-8
@@ -128,7 +118,7 @@ def ridge_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) 
     penalty = 1e-3 * len(z[train]) * np.eye(z.shape[1])
     penalty[-1, -1] = 0.0
     w = np.linalg.solve(z[train].T @ z[train] + penalty, z[train].T @ y[train])
-    return r2(y[test], z[test] @ w)
+    return explained_variance(y[test], z[test] @ w)
 
 
 def mlp_r2(
@@ -162,7 +152,7 @@ def mlp_r2(
     net.load_state_dict(best_state)
     with torch.no_grad():
         pred = net(xt[torch.as_tensor(test)]).squeeze(-1).numpy() * y_sd + y_mu
-    return r2(y[test], pred), best_epoch
+    return explained_variance(y[test], pred), best_epoch
 
 
 def measure(data: dict[str, np.ndarray], episodes: int, seed: int) -> dict[str, Any]:

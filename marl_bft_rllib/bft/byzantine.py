@@ -14,6 +14,15 @@ backup, when the honest replicas hold different certificates (an equivocating
 primary), sends each of them messages supporting the one it holds (collusion);
 otherwise it sends the right digest to every second replica in ring order and
 a made-up one to the others.
+
+A learned attacker (behaviour name :data:`LEARNED`, never in a configured pool) picks,
+every consensus instance, one *message strategy* from :data:`STRATEGY_REGISTRY`: records
+of the same kind, with codes continuing after the behaviours', in action-index order
+(:data:`ATTACKER_STRATEGIES`). All of them stay inside the authenticated-message model:
+a strategy chooses what the attacker itself signs and sends, never an honest replica's
+message.
+
+{strategy_table}
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from itertools import zip_longest
 
 from marl_bft_rllib.actions import N_ACTIONS, Action
 
-HONEST = 0  # code of an honest replica; behaviour codes are 1, 2, ...
+HONEST = 0  # code of an honest replica; behaviour codes are 1, 2, ..., then strategy codes
+LEARNED = "learned"  # behaviour name of a replica driven by a learned attacker (not a record)
 
 # What a primary does with the votes it received.
 PRIMARY_HONEST, PRIMARY_SELECTIVE, PRIMARY_EQUIVOCATE, PRIMARY_SILENT, PRIMARY_DELAY = range(5)
@@ -48,10 +58,10 @@ PrimaryRule = Callable[[int, int], int]
 
 @dataclass(frozen=True, slots=True)
 class ByzantineBehavior:
-    """One scripted Byzantine behaviour: its name, protocol code, rules and documentation."""
+    """A scripted Byzantine behaviour or a learned attacker's strategy: name, code, rules, docs."""
 
     name: str
-    code: int  # integer id the protocol works with: 1, 2, ... in registry order (0 is honest)
+    code: int  # id the protocol works with: 1, 2, ... behaviours then strategies (0: honest)
     messages: str  # one of MESSAGE_MODES
     vote: VoteRule  # the vote it signs each instance
     primary: PrimaryRule  # how it acts as primary; agree with `messages` ("none" -> silent)
@@ -216,22 +226,147 @@ _BEHAVIORS: tuple[ByzantineBehavior, ...] = (
     ),
 )
 BEHAVIOR_REGISTRY: dict[str, ByzantineBehavior] = {b.name: b for b in _BEHAVIORS}
-if len(BEHAVIOR_REGISTRY) != len(_BEHAVIORS):
-    raise RuntimeError("ByzantineBehavior names must be distinct")
-if [b.code for b in _BEHAVIORS] != list(range(1, len(_BEHAVIORS) + 1)):
-    raise RuntimeError("ByzantineBehavior codes must be 1, 2, ... in registry order")
 
-# Derived tables for the protocol's hot path, all keyed by integer code.
-CODE: dict[str, int] = {b.name: b.code for b in _BEHAVIORS}
-# Index by code (0: honest, None): each behaviour's vote and primary rules.
-VOTE_RULES: tuple[VoteRule | None, ...] = (None, *(b.vote for b in _BEHAVIORS))
-PRIMARY_RULES: tuple[PrimaryRule | None, ...] = (None, *(b.primary for b in _BEHAVIORS))
+
+# ---------------------------------------------------------------- learned attackers' strategies
+# Codes continue after the behaviours'; the order is the attacker's action index.
+_STRATEGIES: tuple[ByzantineBehavior, ...] = (
+    ByzantineBehavior(
+        "vote_allow",
+        9,
+        messages="protocol",
+        vote=_fixed_vote(Action.ALLOW),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Allow",
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    ),
+    ByzantineBehavior(
+        "vote_alert",
+        10,
+        messages="protocol",
+        vote=_fixed_vote(Action.ALERT),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Alert",
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    ),
+    ByzantineBehavior(
+        "vote_block",
+        11,
+        messages="protocol",
+        vote=_fixed_vote(Action.BLOCK),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Block",
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    ),
+    ByzantineBehavior(
+        "vote_quarantine",
+        12,
+        messages="protocol",
+        vote=_fixed_vote(Action.QUARANTINE),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc="Quarantine",
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    ),
+    ByzantineBehavior(
+        "equivocate",
+        13,
+        messages="conflicting",
+        vote=_honest_looking_vote,
+        primary=_fixed_primary(PRIMARY_EQUIVOCATE),
+        vote_doc="an honest-looking vote",
+        backup_doc="conflicting digests to different replicas",
+        primary_doc="two certificates (its own vote signed Allow in one, Quarantine in the "
+        "other) to alternate replicas",
+    ),
+    ByzantineBehavior(
+        "silent",
+        14,
+        messages="none",
+        vote=_no_vote,
+        primary=_fixed_primary(PRIMARY_SILENT),
+        vote_doc="none",
+        backup_doc="sends nothing",
+        primary_doc="sends nothing: the view fails",
+    ),
+    ByzantineBehavior(
+        "delay",
+        15,
+        messages="late",
+        vote=_fixed_vote(Action.ALLOW),  # never arrives in time, so its value never matters
+        primary=_fixed_primary(PRIMARY_DELAY),
+        vote_doc="Allow, sent past the deadline",
+        backup_doc="sent, past the deadline",
+        primary_doc="pre-prepare past the deadline",
+    ),
+    ByzantineBehavior(
+        "omit",
+        16,
+        messages="protocol",
+        vote=_fixed_vote(Action.ALLOW),
+        primary=_fixed_primary(PRIMARY_SELECTIVE),
+        vote_doc="Allow",
+        backup_doc="follows the protocol",
+        primary_doc="keeps the n - f least severe votes",
+    ),
+    ByzantineBehavior(
+        "stall",
+        17,
+        messages="protocol",
+        vote=_fixed_vote(Action.ALLOW),
+        primary=_fixed_primary(PRIMARY_SILENT),
+        vote_doc="Allow",
+        backup_doc="follows the protocol",
+        primary_doc="sends nothing: the view fails",
+    ),
+)
+STRATEGY_REGISTRY: dict[str, ByzantineBehavior] = {s.name: s for s in _STRATEGIES}
+ATTACKER_STRATEGIES: tuple[str, ...] = tuple(STRATEGY_REGISTRY)  # names by action index
+N_STRATEGIES = len(ATTACKER_STRATEGIES)
+STRATEGY_CODES: tuple[int, ...] = tuple(s.code for s in _STRATEGIES)  # code by action index
+
+
+def _check_registries() -> None:
+    """Raise RuntimeError when the records' names, codes or message modes are inconsistent."""
+    if len(BEHAVIOR_REGISTRY) != len(_BEHAVIORS):
+        raise RuntimeError("ByzantineBehavior names must be distinct")
+    if len(STRATEGY_REGISTRY) != len(_STRATEGIES):
+        raise RuntimeError("strategy names must be distinct")
+    if LEARNED in BEHAVIOR_REGISTRY:
+        raise RuntimeError(f"{LEARNED!r} is reserved for learned attackers, not a behaviour")
+    records = (*_BEHAVIORS, *_STRATEGIES)
+    if [r.code for r in records] != list(range(1, len(records) + 1)):
+        raise RuntimeError(
+            "ByzantineBehavior codes must be 1, 2, ... in registry order, behaviours first, "
+            "then strategies in action-index order"
+        )
+    forced = {"none": PRIMARY_SILENT, "late": PRIMARY_DELAY}  # modes whose primary is fixed
+    for r in records:
+        mode = forced.get(r.messages)
+        if mode is not None and any(r.primary(seq, 1) != mode for seq in range(4)):
+            raise RuntimeError(f"{r.name}: messages={r.messages!r} needs primary mode {mode}")
+
+
+_check_registries()
+
+# Derived tables for the protocol's hot path, all keyed by integer code (behaviours, then
+# strategies).
+CODE: dict[str, int] = {b.name: b.code for b in _BEHAVIORS}  # behaviour name -> code
+_RECORDS: tuple[ByzantineBehavior, ...] = (*_BEHAVIORS, *_STRATEGIES)
+# Index by code (0: honest, None): each record's vote and primary rules.
+VOTE_RULES: tuple[VoteRule | None, ...] = (None, *(b.vote for b in _RECORDS))
+PRIMARY_RULES: tuple[PrimaryRule | None, ...] = (None, *(b.primary for b in _RECORDS))
 # Replicas that run PREPARE / COMMIT like an honest replica (only their votes, or their
 # certificates as primary, are malicious).
-FOLLOWS_PROTOCOL = frozenset({HONEST} | {b.code for b in _BEHAVIORS if b.follows_protocol})
-SENDS_NOTHING = frozenset(b.code for b in _BEHAVIORS if b.messages == "none")
-ALWAYS_LATE = frozenset(b.code for b in _BEHAVIORS if b.messages == "late")
-EQUIVOCATES = frozenset(b.code for b in _BEHAVIORS if b.messages == "conflicting")
+FOLLOWS_PROTOCOL = frozenset({HONEST} | {b.code for b in _RECORDS if b.follows_protocol})
+SENDS_NOTHING = frozenset(b.code for b in _RECORDS if b.messages == "none")
+ALWAYS_LATE = frozenset(b.code for b in _RECORDS if b.messages == "late")
+EQUIVOCATES = frozenset(b.code for b in _RECORDS if b.messages == "conflicting")
+# Primary modes that send one certificate to every backup (the protocol's fast path).
+SINGLE_CERTIFICATE_MODES = frozenset({PRIMARY_HONEST, PRIMARY_SELECTIVE})
 
 
 _TABLE_COLUMNS = (
@@ -242,24 +377,40 @@ _TABLE_COLUMNS = (
 )
 
 
-def behavior_table() -> str:
-    """The Markdown table documenting every registered behaviour (cells wrapped in place)."""
-    widths = [max(width, len(title)) for title, width in _TABLE_COLUMNS]
+def _markdown_table(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of `rows` with cells wrapped in place to the columns' widths."""
+    widths = [max(width, len(title)) for title, width in columns]
 
     def row(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-    lines = [row([title for title, _ in _TABLE_COLUMNS]), row(["-" * w for w in widths])]
+    lines = [row([title for title, _ in columns]), row(["-" * w for w in widths])]
     lines[1] = lines[1].replace(" ", "-")
-    for b in _BEHAVIORS:
-        cells = (b.name, b.vote_doc, b.backup_doc, b.primary_doc)
+    for cells in rows:
         wrapped = [textwrap.wrap(c, w) for c, w in zip(cells, widths, strict=True)]
         lines.extend(row(part) for part in zip_longest(*wrapped, fillvalue=""))
     return "\n".join(lines)
 
 
+def behavior_table() -> str:
+    """The Markdown table documenting every registered behaviour (cells wrapped in place)."""
+    rows = [(b.name, b.vote_doc, b.backup_doc, b.primary_doc) for b in _BEHAVIORS]
+    return _markdown_table(_TABLE_COLUMNS, rows)
+
+
+def strategy_table() -> str:
+    """The Markdown table documenting every learned attacker's strategy, by action index."""
+    columns = (("action", 6), ("strategy", 15), *_TABLE_COLUMNS[1:])
+    rows = [
+        (str(k), s.name, s.vote_doc, s.backup_doc, s.primary_doc) for k, s in enumerate(_STRATEGIES)
+    ]
+    return _markdown_table(columns, rows)
+
+
 if __doc__:  # None under python -OO
-    __doc__ = __doc__.replace("{behavior_table}", behavior_table())
+    __doc__ = __doc__.replace("{behavior_table}", behavior_table()).replace(
+        "{strategy_table}", strategy_table()
+    )
 
 
 Certificate = tuple[list[int], list[int]]  # (voters, their votes), primary first

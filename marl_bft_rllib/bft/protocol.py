@@ -2,7 +2,13 @@
 
 One consensus *instance* per env step decides the response to that step's event;
 its sequence number ``seq`` is the step index. Replicas ``0 .. n-1``; ``f = (n-1)//3``;
-the Byzantine ones are scripted (see :mod:`marl_bft_rllib.bft.byzantine`).
+the Byzantine ones are scripted or learned (see :mod:`marl_bft_rllib.bft.byzantine`).
+
+*Learned attackers*: a Byzantine replica whose behaviour is ``byzantine.LEARNED`` acts,
+in each instance, by the message strategy :meth:`PBFTConsensus.act_as` set for that
+instance (an index into ``byzantine.ATTACKER_STRATEGIES``); every per-replica table of
+the simulation follows the instance's strategy. ``decide`` refuses to run an instance
+before every learned replica has one.
 
 A *view* ``v`` has primary ``v % n`` and is one synchronous round of up to five
 message phases, each a set of point-to-point signed messages. ``Q`` is the Byzantine
@@ -35,6 +41,9 @@ lost for that view. Delivery is drawn in batches of views as boolean
 (phase, receiver, sender) arrays and packed into one sender bitmask per receiver
 and phase; a quorum check is then ``(on_time & senders_of_digest).bit_count()``,
 so a view costs O(n) integer operations per phase, not O(n^2) message objects.
+The drawn loss probability of a sender depends only on whether it is honest; the
+senders that are always late *now* (their code, which a learned attacker changes per
+instance) are cleared from a view's masks when it is used.
 
 *Deadline and view changes*: an instance ends at the first view in which at least
 one honest replica commits (the others catch up by state transfer; their
@@ -59,7 +68,8 @@ messages of every conviction. Honest replicas never sign conflicting messages, s
 they can never be convicted.
 
 *Fast path*: with no drops or delays, ``b <= f`` and a primary that sends one
-certificate to everyone (honest or a protocol-following Byzantine), the outcome is
+certificate to everyone (honest, or a protocol-following Byzantine acting as an honest
+or a selective primary), the outcome is
 fixed: every honest replica commits that certificate, equivocating backups are
 convicted, and the message count has a closed form. That path gives exactly the
 result of the full simulation (a test runs both), in plain Python.
@@ -87,6 +97,23 @@ Proof = tuple[SignedMessage, SignedMessage]  # two conflicting messages signed b
 Conviction = tuple[int, Proof]  # (convicted replica, its proof)
 
 
+_SINGLE_CERTIFICATE = bz.SINGLE_CERTIFICATE_MODES
+_MAX_CODE_TABLES = 4096  # code combinations _set_codes keeps per episode
+
+# What _set_codes derives from the codes: Byzantine vote rules, primary rules (None: honest),
+# protocol-following / equivocating / always-late bitmasks, lossless delivery masks.
+_CodeTables = tuple[
+    list[tuple[int, bz.VoteRule]], list[bz.PrimaryRule | None], int, int, int, list[list[int]]
+]
+
+
+def _as_int(value: object) -> int | None:
+    """`value` as a plain int when it is an integer (not a bool), else None."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
+
+
 def _bits(flags: Iterable[bool]) -> int:
     """Bitmask with bit i set where flags[i] is true."""
     return sum(1 << i for i, flag in enumerate(flags) if flag)
@@ -108,6 +135,9 @@ class ConsensusResult:
     newly_convicted: tuple[int, ...]
     agreement_violation: bool  # two honest replicas committed different decisions
     validity_violation: bool  # decision outside [min, max] of the honest votes in its certificate
+    # (n,) int8: the vote each replica signed this instance, Byzantine ones included (-1: none,
+    # e.g. silent); a convicted replica's vote is listed though nobody counts it
+    signed_votes: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +213,8 @@ class PBFTConsensus:
 
         `byzantine` pins the faulty ids (exactly n_byzantine distinct ids); `behaviors`
         pins their behaviours (one name for all, one per id in order, or {id: name}).
+        A pinned name may be ``byzantine.LEARNED``: that replica then acts each instance
+        by the strategy :meth:`act_as` gives it.
         """
         byz, names = self._pick_adversary(rng, byzantine, behaviors)
         cfg, n = self.config, self.n
@@ -190,25 +222,20 @@ class PBFTConsensus:
         self.byzantine: tuple[int, ...] = tuple(byz)
         self.honest: tuple[int, ...] = tuple(i for i in range(n) if i not in set(byz))
         self.behaviors: dict[int, str] = dict(zip(byz, names, strict=True))
+        self._learned = tuple(i for i in byz if self.behaviors[i] == bz.LEARNED)
+        self._learned_set = frozenset(self._learned)
+        self._strategies_given = False  # act_as was called since the last decide
         codes = [bz.HONEST] * n
         for i, name in self.behaviors.items():
-            codes[i] = bz.CODE[name]
-        self._codes = codes
-        self._byzantine_vote_rules = [(i, bz.VOTE_RULES[codes[i]]) for i in byz]
-        self._primary_rules = [bz.PRIMARY_RULES[c] for c in codes]  # None: honest
+            # a learned replica's code is set per instance by act_as; until then, strategy 0
+            codes[i] = bz.STRATEGY_CODES[0] if name == bz.LEARNED else bz.CODE[name]
         self._is_honest = [c == bz.HONEST for c in codes]
         self._honest_bits = _bits(self._is_honest)
-        self._follow_bits = _bits(c in bz.FOLLOWS_PROTOCOL for c in codes)
-        self._equivocating_bits = _bits(c in bz.EQUIVOCATES for c in codes)
-        # a sender's probability of missing the deadline, per message
+        # a sender's probability of missing the deadline, per message (an always-late
+        # sender is cleared from the delivery masks at use time, see _delivery)
         keep_honest = (1.0 - cfg.p_drop) * (1.0 - cfg.p_delay)
-        p_lost = [1.0 - keep_honest if c == bz.HONEST else cfg.p_drop for c in codes]
-        p_lost = [2.0 if c in bz.ALWAYS_LATE else x for c, x in zip(codes, p_lost, strict=True)]
-        self._p_lost = np.array(p_lost)  # uniforms are < 1: an always-late sender is never on time
-        on_time = _bits(x < 1.0 for x in p_lost)
-        self._lossless_delivery = [
-            [on_time & ~(1 << r) for r in range(n)] for _ in range(_N_PHASES)
-        ]
+        self._p_lost = np.array([1.0 - keep_honest if h else cfg.p_drop for h in self._is_honest])
+        self._derived: dict[tuple[int, ...], _CodeTables] = {}  # _set_codes' cache, per episode
         self._delivery_buffer: list[list[list[int]]] = []
         self._delivery_index = 0
         self._fast_path_possible = not self._lossy and len(byz) <= self.f
@@ -228,7 +255,40 @@ class PBFTConsensus:
         self.evidence: dict[int, Proof] = {}
         self._pending_change = False
         self._stats = dict.fromkeys(BFT_STAT_KEYS, 0)
+        self._set_codes(codes)
+
+    def _set_codes(self, codes: list[int]) -> None:
+        """Install the replicas' codes for this instance and everything derived from them."""
+        key = tuple(codes)
+        tables = self._derived.get(key)
+        if tables is None:  # learned attackers revisit few combinations: keep them
+            if len(self._derived) >= _MAX_CODE_TABLES:
+                self._derived.clear()
+            tables = self._derived[key] = self._code_tables(codes)
+        self._codes = codes
+        (
+            self._byzantine_vote_rules,
+            self._primary_rules,
+            self._follow_bits,
+            self._equivocating_bits,
+            self._late_bits,
+            self._lossless_delivery,
+        ) = tables
         self._refresh_masks()
+
+    def _code_tables(self, codes: list[int]) -> _CodeTables:
+        """The rule tables, bitmasks and lossless delivery masks that `codes` determine."""
+        n = self.n
+        late = _bits(c in bz.ALWAYS_LATE for c in codes)  # always-late senders: never on time
+        on_time = ((1 << n) - 1) & ~late
+        return (
+            [(i, bz.VOTE_RULES[codes[i]]) for i in self.byzantine],
+            [bz.PRIMARY_RULES[c] for c in codes],  # None: honest
+            _bits(c in bz.FOLLOWS_PROTOCOL for c in codes),
+            _bits(c in bz.EQUIVOCATES for c in codes),
+            late,
+            [[on_time & ~(1 << r) for r in range(n)] for _ in range(_N_PHASES)],
+        )
 
     def _pick_adversary(
         self,
@@ -262,10 +322,11 @@ class PBFTConsensus:
             names = list(behaviors)
             if len(names) != b:
                 raise ValueError(f"behaviors: need {b} names (one per Byzantine), got {names}")
-        unknown = [name for name in names if name not in BEHAVIORS]
+        unknown = [name for name in names if name not in BEHAVIORS and name != bz.LEARNED]
         if unknown:
             raise ValueError(
-                f"behaviors: unknown behaviour(s) {unknown}; expected names from {BEHAVIORS}"
+                f"behaviors: unknown behaviour(s) {unknown}; expected names from {BEHAVIORS} "
+                f"or {bz.LEARNED!r}"
             )
         return byz, names
 
@@ -306,10 +367,46 @@ class PBFTConsensus:
         return self.view % self.n
 
     # ------------------------------------------------------------------ one instance
+    def act_as(self, strategies: Mapping[int, int]) -> None:
+        """Set each learned replica's strategy (ATTACKER_STRATEGIES index) for the next instance."""
+        if not isinstance(strategies, Mapping):
+            raise ValueError(
+                f"act_as: expected a mapping {{replica id: strategy index}}, got {strategies!r}"
+            )
+        codes = list(self._codes)
+        given = set()
+        for key, value in strategies.items():
+            i = _as_int(key)
+            if i is None or i not in self._learned_set:
+                raise ValueError(
+                    f"act_as: replica {key!r} is not a learned Byzantine replica; the learned "
+                    f"ones are {list(self._learned)}"
+                )
+            k = _as_int(value)
+            if k is None or not 0 <= k < bz.N_STRATEGIES:
+                raise ValueError(
+                    f"act_as: replica {i} got strategy {value!r}; expected an int 0.."
+                    f"{bz.N_STRATEGIES - 1} indexing ATTACKER_STRATEGIES {bz.ATTACKER_STRATEGIES}"
+                )
+            codes[i] = bz.STRATEGY_CODES[k]
+            given.add(i)
+        missing = [i for i in self._learned if i not in given]
+        if missing:
+            raise ValueError(
+                f"act_as: no strategy for learned replica(s) {missing}; every learned replica "
+                f"{list(self._learned)} needs one"
+            )
+        if codes != self._codes:
+            self._set_codes(codes)
+        self._strategies_given = True
+
     def decide(self, votes: np.ndarray) -> ConsensusResult:
         """Run one consensus instance on the honest replicas' votes and return its outcome."""
         vote = self._check_votes(votes)
+        if self._learned:
+            self._use_strategies()
         self._script_byzantine_votes(vote)
+        signed = np.fromiter(vote, np.int8, self.n)
         run = self._run_views(vote)
         self.seq += 1
         decided = self._committed_decision(run) if run.committed else self._undecided_decision(run)
@@ -327,7 +424,17 @@ class PBFTConsensus:
             newly_convicted=tuple(run.newly_convicted),
             agreement_violation=decided.agreement_violation,
             validity_violation=decided.validity_violation,
+            signed_votes=signed,
         )
+
+    def _use_strategies(self) -> None:
+        """Consume the strategies act_as set; raise ValueError when it was not called."""
+        if not self._strategies_given:
+            raise ValueError(
+                "act_as(...) must give every learned replica a strategy before decide(); "
+                f"learned replicas: {list(self._learned)}"
+            )
+        self._strategies_given = False
 
     def _check_votes(self, votes: np.ndarray | Sequence[int]) -> list[int]:
         """The votes as a list of ints; raise ValueError on a bad shape or honest action."""
@@ -367,7 +474,7 @@ class PBFTConsensus:
         An undecided instance then moves on to the next view (a view change the next
         instance starts with).
         """
-        n, seq, deadline = self.n, self.seq, self._deadline
+        n, seq, deadline, period = self.n, self.seq, self._deadline, self.config.on_off_period
         messages = view_changes = views = 0
         newly: list[int] = []
         revealed: list[int] | None = None
@@ -378,10 +485,17 @@ class PBFTConsensus:
             primary = view % n
             views += 1
             if not self._convicted_list[primary]:
-                if self._fast_path_possible and self._codes[primary] in bz.FOLLOWS_PROTOCOL:
-                    outcome = self._view_fast(view, primary, changed, vote, seq)
+                # how the primary acts: one of byzantine.PRIMARY_*
+                rule = self._primary_rules[primary]
+                mode = bz.PRIMARY_HONEST if rule is None else rule(seq, period)
+                if (
+                    self._fast_path_possible
+                    and mode in _SINGLE_CERTIFICATE
+                    and self._follow_bits >> primary & 1
+                ):
+                    outcome = self._view_fast(view, primary, changed, vote, seq, mode)
                 else:
-                    outcome = self._view_full(view, primary, changed, vote, seq)
+                    outcome = self._view_full(view, primary, changed, vote, seq, mode)
                 messages += outcome.messages
                 if outcome.seen:  # reveal the votes of the certificates honest replicas saw
                     if revealed is None:
@@ -506,22 +620,15 @@ class PBFTConsensus:
         self._refresh_masks()
 
     # ------------------------------------------------------------------ view simulation
-    def _primary_mode(self, primary: int, seq: int) -> int:
-        """How the primary acts in instance `seq`: one of byzantine.PRIMARY_*."""
-        rule = self._primary_rules[primary]
-        return bz.PRIMARY_HONEST if rule is None else rule(seq, self.config.on_off_period)
-
     def _view_fast(
-        self, view: int, primary: int, changed: bool, vote: list[int], seq: int
+        self, view: int, primary: int, changed: bool, vote: list[int], seq: int, mode: int
     ) -> _ViewOutcome:
-        """A lossless view with b <= f and a primary sending one certificate to all."""
+        """A lossless view, b <= f, a protocol-following primary sending one certificate to all."""
         n = self.n
         rotation = int(self._draw() * (n - 1))
         ring = self._ring[primary]
         arrives = self._vote_arrives
         arrivals = [i for i in ring[rotation:] + ring[:rotation] if arrives[i]]
-        rule = self._primary_rules[primary]  # _primary_mode, inlined on the hot path
-        mode = bz.PRIMARY_HONEST if rule is None else rule(seq, self.config.on_off_period)
         certificates = bz.build_certificates(mode, primary, arrivals, vote, self._cert_size)
         messages = self._fast_view_messages[changed]
         convictions = [
@@ -549,10 +656,14 @@ class PBFTConsensus:
             self._delivery_buffer, self._delivery_index = masks, 0
         delivery = self._delivery_buffer[self._delivery_index]
         self._delivery_index += 1
+        late = self._late_bits
+        if late:  # an always-late sender is never on time
+            keep = ~late
+            delivery = [[mask & keep for mask in phase] for phase in delivery]
         return delivery
 
     def _view_full(
-        self, view: int, primary: int, changed: bool, vote: list[int], seq: int
+        self, view: int, primary: int, changed: bool, vote: list[int], seq: int, mode: int
     ) -> _ViewOutcome:
         """The full simulation of one view, message by message, as sender bitmasks per receiver."""
         n = self.n
@@ -571,7 +682,6 @@ class PBFTConsensus:
         rotation = int(self._draw() * (n - 1))
         ring = self._ring[primary]
         arrivals = [i for i in ring[rotation:] + ring[:rotation] if arrived >> i & 1]
-        mode = self._primary_mode(primary, seq)
         certificates: list[bz.Certificate] = []
         if mode == bz.PRIMARY_DELAY:
             messages += n - 1

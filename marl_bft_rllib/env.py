@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,14 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from marl_bft_rllib.actions import ACTION_NAMES, N_ACTIONS, Action, is_restrictive
-from marl_bft_rllib.bft import BEHAVIORS, PBFTConsensus
+from marl_bft_rllib.bft import (
+    ATTACKER_STRATEGIES,
+    BEHAVIORS,
+    DECISION_RULES,
+    LEARNED,
+    N_STRATEGIES,
+)
+from marl_bft_rllib.bft.byzantine import strategy_table
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, make_source
 from marl_bft_rllib.events.base import campaign_state_dim
@@ -20,6 +28,8 @@ from marl_bft_rllib.stl.shaping import STLShaper
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
 VIEW_CHANGE_TAU = 10.0  # steps: view_change_recency = exp(-(steps since view change) / tau)
 STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that observation
+DEFENDER_PREFIX = "defender_"  # agent ids with adversary="learned": defender_k, attacker_j
+ATTACKER_PREFIX = "attacker_"
 
 
 def outcome_reward(table: Mapping[str, float], label: int, action: int) -> float:
@@ -59,12 +69,21 @@ class BFTSecurityEnv(ParallelEnv):
     PBFT consensus instance (vote certificate, pre-prepare, prepare, commit); the
     committed decision, a Byzantine-robust aggregate of the certified votes, is applied.
     A restrictive decision on a campaign's event may contain the campaign; a campaign
-    that reaches exfiltration uncontained is a breach. Byzantine replicas, sampled per
-    episode, are scripted by the adversary and are not agents.
+    that reaches exfiltration uncontained is a breach. With ``adversary="scripted"``
+    (default) the Byzantine replicas, sampled per episode, run a scripted behaviour and
+    are not agents; the agents are the honest replicas, ``replica_i``. With
+    ``adversary="learned"`` the Byzantine replicas are agents too: ``attacker_j`` for
+    the Byzantine ones and ``defender_k`` for the honest ones, which replica index each
+    holds drawn per episode (``agent_index``).
 
     ## Action Space
-    ``Discrete(4)`` per agent: 0 Allow, 1 Alert, 2 Block, 3 Quarantine (severity order).
-    Block and Quarantine are restrictive and count as detecting a threat.
+    Defenders (and ``replica_i``): ``Discrete(4)``: 0 Allow, 1 Alert, 2 Block,
+    3 Quarantine (severity order). Block and Quarantine are restrictive and count as
+    detecting a threat. An attacker: ``Discrete(9)``, one message strategy per step,
+    inside the authenticated-message model (it cannot forge an honest replica's
+    signature); indices in ``bft.ATTACKER_STRATEGIES`` order:
+
+    {strategy_table}
 
     ## Observation Space
     ``Box(-inf, inf, (obs_dim,), float32)``, roughly unit scale, laid out as
@@ -74,7 +93,9 @@ class BFTSecurityEnv(ParallelEnv):
     progress (1, only with time_limit="episodic"): t / horizon |
     peer_votes (n): peers' last revealed votes | convicted (n): convicted peers]``.
     Votes and decisions are severity / 3, with -1 for "none yet / not revealed".
-    ``observation_layout()`` names every slice.
+    An attacker's observation is a defender's of its own replica (its own sensor and
+    the protocol view) followed by ``label`` (1): the current event's true label (an
+    insider knows its campaign). ``observation_layout(agent)`` names every slice.
 
     ## State
     ``state()`` / ``state_space``: ``Box(0, 1, (state_dim,), float32)``, what the
@@ -82,7 +103,7 @@ class BFTSecurityEnv(ParallelEnv):
     policy never reads it. Every step's infos carry it too, under ``"state"``.
     ``state_layout()`` names the slices: ``byzantine`` (n, 1 for a Byzantine replica),
     ``behavior`` (n x 8, one-hot of each Byzantine replica's behaviour in
-    ``bft.BEHAVIORS`` order, zeros for honest ones), ``primary`` (n, one-hot of the
+    ``bft.BEHAVIORS`` order, zeros for honest and learned ones), ``primary`` (n, one-hot of the
     current view's primary), ``campaign`` (the event source's ``campaign_state()``:
     active, progress, next_event_recency, kill-chain stage one-hot (7), host one-hot
     (n_hosts); zeros for a table source).
@@ -92,6 +113,9 @@ class BFTSecurityEnv(ParallelEnv):
     (team part), plus ``vote_weight`` times the table applied to the replica's own vote,
     plus ``stl_weight`` times the STL shaping reward. Default table: TP +10, TN +1,
     FP -8, FN -10, and -1.5 per restrictive decision. A breach adds ``-breach_penalty``.
+    A learned attacker gets minus the defenders' mean reward (``attacker_reward=
+    "negative_mean"``, default) or minus their shared part, the committed decision's
+    table value plus the breach penalty (``"negative_team"``).
 
     ## Starting State
     ``reset(seed)`` seeds everything of the episode: the event stream, which replicas
@@ -109,6 +133,11 @@ class BFTSecurityEnv(ParallelEnv):
     ``render_mode``: ``None`` or ``"ansi"`` (one readable line per step).
     """
 
+    if __doc__:  # None under python -OO
+        __doc__ = __doc__.replace(
+            "{strategy_table}", textwrap.indent(strategy_table(), " " * 4).lstrip()
+        )
+
     metadata = {"name": "marl_bft_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
     def __init__(
@@ -121,7 +150,15 @@ class BFTSecurityEnv(ParallelEnv):
         self.render_mode = render_mode
         cfg = self.config
         self.n = cfg.n_replicas
-        self.possible_agents = [f"replica_{i}" for i in range(self.n)]
+        self.learned = cfg.adversary == "learned"
+        if self.learned:
+            n_honest = self.n - cfg.n_byzantine
+            self.possible_agents = [f"{DEFENDER_PREFIX}{k}" for k in range(n_honest)] + [
+                f"{ATTACKER_PREFIX}{j}" for j in range(cfg.n_byzantine)
+            ]
+        else:
+            self.possible_agents = [f"replica_{i}" for i in range(self.n)]
+        # agent id -> replica index it holds (drawn per episode with adversary="learned")
         self.agent_index = {a: i for i, a in enumerate(self.possible_agents)}
         self.agents: list[str] = []
 
@@ -139,13 +176,16 @@ class BFTSecurityEnv(ParallelEnv):
         self.n_features = len(self._source.feature_names)
         self.n_context = len(self._source.context_names)
         self.n_hosts = self._source.n_hosts
-        self._consensus = PBFTConsensus(cfg.bft)
+        self._consensus = DECISION_RULES[cfg.decision_rule](cfg.bft)
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
         )
         self._layout = self._build_layout()
         self.obs_dim = self._layout["convicted"].stop
         self._obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        # an attacker also sees the current event's true label (an insider)
+        self._attacker_obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim + 1,), np.float32)
+        self._attacker_act_space = spaces.Discrete(N_STRATEGIES)
         self._state_layout = self._build_state_layout()
         self.state_dim = self._state_layout["campaign"].stop
         self.state_space = spaces.Box(0.0, 1.0, (self.state_dim,), np.float32)
@@ -156,17 +196,24 @@ class BFTSecurityEnv(ParallelEnv):
         self._render_lines: list[str] = []
 
     # -- spaces -------------------------------------------------------------------------
+    def is_attacker(self, agent: str) -> bool:
+        """True for a learned attacker's id (``attacker_j``)."""
+        return self.learned and agent.startswith(ATTACKER_PREFIX)
+
     def observation_space(self, agent: str) -> spaces.Box:
-        """The shared observation space of every replica (the same object every call)."""
-        return self._obs_space
+        """An agent's observation space (one object per role, the same every call)."""
+        return self._attacker_obs_space if self.is_attacker(agent) else self._obs_space
 
     def action_space(self, agent: str) -> spaces.Discrete:
-        """Discrete(4): Allow, Alert, Block, Quarantine."""
-        return self._act_space
+        """Discrete(4) (Allow .. Quarantine); an attacker's: Discrete(N_STRATEGIES)."""
+        return self._attacker_act_space if self.is_attacker(agent) else self._act_space
 
-    def observation_layout(self) -> dict[str, slice]:
-        """Name of every slice of the observation vector."""
-        return dict(self._layout)
+    def observation_layout(self, agent: str | None = None) -> dict[str, slice]:
+        """Name of every slice of an agent's observation vector (default: a defender's)."""
+        layout = dict(self._layout)
+        if agent is not None and self.is_attacker(agent):
+            layout["label"] = slice(self.obs_dim, self.obs_dim + 1)
+        return layout
 
     def state_layout(self) -> dict[str, slice]:
         """Name of every slice of the ``state()`` vector."""
@@ -210,7 +257,8 @@ class BFTSecurityEnv(ParallelEnv):
         behavior = np.zeros((self.n, len(BEHAVIORS)), np.float32)
         for i, name in self._consensus.behaviors.items():
             out[lay["byzantine"].start + i] = 1.0
-            behavior[i, self._behavior_index[name]] = 1.0
+            if name != LEARNED:  # a learned attacker has no fixed behaviour: zeros
+                behavior[i, self._behavior_index[name]] = 1.0
         out[lay["behavior"]] = behavior.ravel()
         return out
 
@@ -223,13 +271,22 @@ class BFTSecurityEnv(ParallelEnv):
             self._seed_seq = np.random.SeedSequence(seed)
         ev_seq, bft_seq, sensor_seq, self._seed_seq = self._seed_seq.spawn(4)
         cfg = self.config
-        self._consensus.reset(np.random.default_rng(bft_seq), byzantine=cfg.byzantine_replicas)
+        self._consensus.reset(
+            np.random.default_rng(bft_seq),
+            byzantine=cfg.byzantine_replicas,
+            behaviors=LEARNED if self.learned else None,
+        )
         self._events = self._source.episode(np.random.default_rng(ev_seq), cfg.horizon)
         self._sensors = ReplicaSensors(self.n, cfg.sensor_noise, np.random.default_rng(sensor_seq))
         self._shaper.reset()
         self.honest = np.array(self._consensus.honest, dtype=np.int64)
         self._adversary_state = self._build_adversary_state()
-        self.agents = [self.possible_agents[i] for i in self.honest]
+        if self.learned:
+            self._assign_roles(np.random.default_rng(bft_seq.spawn(1)[0]))
+            self.agents = list(self.possible_agents)
+        else:
+            self.agents = [self.possible_agents[i] for i in self.honest]
+        self._defenders = [a for a in self.agents if not self.is_attacker(a)]
         self.t = 0
         self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)
         self._decisions = np.full(cfg.history, -1.0, np.float32)
@@ -246,6 +303,16 @@ class BFTSecurityEnv(ParallelEnv):
         infos = {a: {"label": int(self._event.label), STATE_INFO_KEY: state} for a in self.agents}
         return obs, infos
 
+    def _assign_roles(self, rng: np.random.Generator) -> None:
+        """Learned mode: give defender_k / attacker_j this episode's replica indices (shuffled)."""
+        honest = rng.permutation(self.honest).tolist()
+        byzantine = rng.permutation(self._consensus.byzantine).tolist()
+        n_honest = len(honest)
+        self.agent_index = {
+            a: (honest[k] if k < n_honest else byzantine[k - n_honest])
+            for k, a in enumerate(self.possible_agents)
+        }
+
     def step(self, actions: Mapping[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         """Vote, reach consensus on the current event, apply the decision, advance."""
         if not self.agents:
@@ -256,7 +323,7 @@ class BFTSecurityEnv(ParallelEnv):
         outcome = self._apply_decision(event, int(result.decision))
         last = outcome.breached or outcome.exhausted or self.t >= self.config.horizon
         rewards = self._rewards(int(event.label), votes, result, outcome.breached, last)
-        self._record_history(votes, result)
+        self._record_history(result)
         # Breach: terminal. Horizon: terminal only when time is part of the task.
         terminated = bool(outcome.breached) or (last and self.config.time_limit == "episodic")
         terms = dict.fromkeys(self.agents, terminated)
@@ -272,15 +339,29 @@ class BFTSecurityEnv(ParallelEnv):
         return obs, rewards, terms, truncs, infos
 
     def _collect_votes(self, actions: Mapping[str, int]) -> np.ndarray:
-        """Every replica's vote (Byzantine slots are filled in by the protocol)."""
+        """Every defender's vote (Byzantine slots are filled in by the protocol).
+
+        With learned attackers, their strategies for this instance go to the protocol.
+        """
         votes = np.full(self.n, int(Action.ALLOW), np.int64)
+        strategies: dict[int, int] = {}
         for agent in self.agents:
             if agent not in actions:
                 raise ValueError(f"actions: no action for live agent {agent!r}")
             a = actions[agent]
-            if not 0 <= a < N_ACTIONS:
-                raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
-            votes[self.agent_index[agent]] = a
+            if self.is_attacker(agent):
+                if not 0 <= a < N_STRATEGIES:
+                    raise ValueError(
+                        f"actions: {agent!r} sent {a!r}, expected a strategy index "
+                        f"0..{N_STRATEGIES - 1} of {ATTACKER_STRATEGIES}"
+                    )
+                strategies[self.agent_index[agent]] = int(a)
+            else:
+                if not 0 <= a < N_ACTIONS:
+                    raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
+                votes[self.agent_index[agent]] = a
+        if self.learned:
+            self._consensus.act_as(strategies)
         return votes
 
     def _apply_decision(self, event: Any, decision: int) -> Any:
@@ -308,7 +389,7 @@ class BFTSecurityEnv(ParallelEnv):
         signals = self._signals(label, bool(is_restrictive(decision)), result)
         shaping = cfg.stl_weight * self._shaper.step(signals, last=last)
         penalty = -cfg.breach_penalty if breached else 0.0
-        return {
+        rewards = {
             a: float(
                 team
                 + cfg.vote_weight
@@ -316,13 +397,21 @@ class BFTSecurityEnv(ParallelEnv):
                 + shaping
                 + penalty
             )
-            for a in self.agents
+            for a in self._defenders
         }
+        if self.learned:  # zero-sum against the defenders' mean, or their shared part only
+            if cfg.attacker_reward == "negative_mean":
+                attacker = -float(np.mean(list(rewards.values())))
+            else:
+                attacker = -float(team + penalty)
+            rewards.update((a, attacker) for a in self.agents if self.is_attacker(a))
+        return rewards
 
-    def _record_history(self, votes: np.ndarray, result: Any) -> None:
+    def _record_history(self, result: Any) -> None:
         """Shift the own-vote, decision, peer-vote and view-change history."""
         self._own_votes[:, 1:] = self._own_votes[:, :-1]
-        self._own_votes[:, 0] = votes * _SEVERITY
+        signed = result.signed_votes  # what each replica signed, Byzantine ones included
+        self._own_votes[:, 0] = np.where(signed >= 0, signed * _SEVERITY, -1.0)
         self._decisions[1:] = self._decisions[:-1]
         self._decisions[0] = int(result.decision) * _SEVERITY
         revealed = result.revealed_votes
@@ -360,7 +449,13 @@ class BFTSecurityEnv(ParallelEnv):
         obs[:, lay["progress"]] = self.t / self.config.horizon  # empty slice if unbounded
         obs[:, lay["peer_votes"]] = self._peer_votes
         obs[:, lay["convicted"]] = self._consensus.convicted
-        return {self.possible_agents[i]: obs[i] for i in self.honest}
+        if not self.learned:
+            return {self.possible_agents[i]: obs[i] for i in self.honest}
+        label = np.float32(self._event.label)
+        return {
+            a: np.append(obs[i], label) if self.is_attacker(a) else obs[i]
+            for a, i in self.agent_index.items()
+        }
 
     def _signals(self, label: int, restrictive: bool, result: Any) -> dict[str, float]:
         """The per-step STL signals named in the design (reads the state, writes nothing)."""
@@ -387,7 +482,9 @@ class BFTSecurityEnv(ParallelEnv):
         return out
 
     def _render_line(self, event: Any, votes: np.ndarray, result: Any, rewards: dict) -> str:
-        names = "".join(ACTION_NAMES[int(v)][0].upper() for v in votes)
+        names = "".join(
+            ACTION_NAMES[int(v)][0].upper() if v >= 0 else "-" for v in result.signed_votes
+        )
         mark = "MAL" if event.label else "ben"
         status = "commit" if result.committed else "UNDECIDED"
         r = next(iter(rewards.values())) if rewards else 0.0

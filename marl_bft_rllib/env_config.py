@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marl_bft_rllib.actions import parse_action
-from marl_bft_rllib.bft import BEHAVIORS, BFTConfig
+from marl_bft_rllib.bft import BEHAVIORS, DECISION_RULES, BFTConfig
 from marl_bft_rllib.bft.config import check_behaviors
 from marl_bft_rllib.events.synthetic import SyntheticConfig
 from marl_bft_rllib.events.tabular import SPLITS, TableConfig
@@ -28,6 +28,15 @@ HELD_OUT_SEED_OFFSET = 10**6
 # "unbounded": the stream has no natural end, the horizon only cuts it; time stays out
 #   of the observation and the horizon is a truncation (the learner bootstraps V(s_T)).
 TIME_LIMITS = ("unbounded", "episodic")
+
+# Who drives the Byzantine replicas: "scripted" (a behaviour from byzantine_behaviors,
+# drawn per episode; the replicas are not agents) or "learned" (each is an agent,
+# attacker_j, choosing a message strategy every step; the honest ones are defender_k).
+ADVERSARIES = ("scripted", "learned")
+# A learned attacker's reward: "negative_mean" (default): minus the mean of the defenders'
+# rewards; "negative_team": minus their shared part only (the committed decision's table
+# value and the breach penalty, without vote terms or STL shaping).
+ATTACKER_REWARDS = ("negative_mean", "negative_team")
 
 DEFAULT_REWARD_TABLE: dict[str, float] = {
     "tp": 10.0,
@@ -98,6 +107,9 @@ class EnvConfig:
     fp_window: int = 20
     quarantine_steps: int = 10
     time_limit: str = "episodic"
+    adversary: str = "scripted"
+    attacker_reward: str = "negative_mean"
+    decision_rule: str = "pbft"  # "majority" / "random_replica": baselines without BFT
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -142,6 +154,7 @@ class EnvConfig:
             raise ValueError(f"source: expected 'synthetic' or a table path, got {self.source!r}")
         self.split = check_choice("split", self.split, SPLITS)
         self.time_limit = check_choice("time_limit", self.time_limit, TIME_LIMITS)
+        self._check_adversary()
         if self.seed is not None:
             self.seed = check_int("seed", self.seed, lo=0)
         self.table_options = self._source_options(
@@ -154,6 +167,29 @@ class EnvConfig:
             self._check_synthetic()
         else:
             self._check_table()
+
+    def _check_adversary(self) -> None:
+        """``adversary``, ``attacker_reward`` and ``decision_rule``, and how they combine."""
+        self.adversary = check_choice("adversary", self.adversary, ADVERSARIES)
+        self.attacker_reward = check_choice(
+            "attacker_reward", self.attacker_reward, ATTACKER_REWARDS
+        )
+        self.decision_rule = check_choice("decision_rule", self.decision_rule, DECISION_RULES)
+        if self.adversary == "learned":
+            if self.n_byzantine < 1:
+                raise ValueError(
+                    "n_byzantine: adversary='learned' needs at least one Byzantine replica, got 0"
+                )
+            if self.byzantine_behaviors != BEHAVIORS:
+                raise ValueError(
+                    "byzantine_behaviors: only apply to adversary='scripted' (learned "
+                    f"attackers choose their strategy each step), got {self.byzantine_behaviors!r}"
+                )
+        elif self.attacker_reward != ATTACKER_REWARDS[0]:
+            raise ValueError(
+                "attacker_reward: only applies to adversary='learned', got "
+                f"{self.attacker_reward!r}"
+            )
 
     def _byzantine_replicas(self, value: object) -> tuple[int, ...]:
         """``byzantine_replicas`` as a tuple of n_byzantine distinct replica indices."""

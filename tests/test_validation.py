@@ -118,8 +118,17 @@ BFT_BAD: dict[str, list[Any]] = {
 
 ENV_BAD: dict[str, list[Any]] = {
     "n_replicas": [With.of(3, n_byzantine=1), 0, 4.0, "4", None, True],
-    "n_byzantine": [-1, 4, 1.5, None, True],
-    "byzantine_behaviors": [("silent", "teleport"), (), "teleport", 5, None, (1,)],
+    "n_byzantine": [-1, 4, 1.5, None, True, With.of(0, adversary="learned")],
+    "byzantine_behaviors": [
+        ("silent", "teleport"),
+        (),
+        "teleport",
+        5,
+        None,
+        (1,),
+        ("learned",),  # not a scripted behaviour
+        With.of(("silent",), adversary="learned"),  # learned attackers have no pool
+    ],
     "byzantine_replicas": [(9,), 5, "0", (0, 0), (0, 1), (True,), (1.0,), (-1,), {0: 1}],
     "horizon": [0, -5, 2.5, "10", None, True],
     "threat_rate": [
@@ -199,6 +208,14 @@ ENV_BAD: dict[str, list[Any]] = {
     "fp_window": [0, 2.5, None, "20", True],
     "quarantine_steps": [-1, "a", 2.5, None, True],
     "time_limit": ["forever", None, 0],
+    "adversary": ["self_play", None, 1, "Learned"],
+    "attacker_reward": [
+        "max",
+        None,
+        "negative_team",  # only for adversary="learned"
+        With.of("zero", adversary="learned"),
+    ],
+    "decision_rule": ["raft", None, 1, "PBFT"],
     "seed": [-1, 1.5, "1", True],
 }
 

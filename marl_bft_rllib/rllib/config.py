@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET
+from marl_bft_rllib.env import ATTACKER_PREFIX
+from marl_bft_rllib.env_config import ADVERSARIES, HELD_OUT_SEED_OFFSET
 from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
 from marl_bft_rllib.rllib.critic import (
     STATE_DIM_KEY,
@@ -20,6 +22,7 @@ from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPO
 from marl_bft_rllib.rllib.registration import register
 
 SHARED_POLICY = "shared"
+ATTACKER_POLICY = "attacker"  # the learned attackers' module (adversary="learned")
 CRITICS = ("central", "local")
 EVAL_SEED_OFFSET = HELD_OUT_SEED_OFFSET
 
@@ -51,6 +54,11 @@ def map_to_shared(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
     return SHARED_POLICY
 
 
+def map_by_role(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping with learned attackers: ``attacker_j`` -> ``attacker``, others -> ``shared``."""
+    return ATTACKER_POLICY if str(agent_id).startswith(ATTACKER_PREFIX) else SHARED_POLICY
+
+
 def map_to_own(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
     """Policy mapping for independent PPO: replica ``replica_i`` uses module ``replica_i``."""
     return str(agent_id)
@@ -78,19 +86,36 @@ def build_ppo_config(
     *,
     shared_policy: bool = True,
     critic: str = "central",
+    adversary: str | None = None,
+    policies_to_train: Sequence[str] | None = None,
     **training: Any,
 ) -> PPOConfig:
     """Multi-agent PPO on ``marl_bft`` with raw Monte Carlo value targets and env metrics.
 
     ``critic``: "central" (the value function reads obs + the env's ``state()``, CTDE)
     or "local" (RLlib's default module: the value function reads the observation only).
+    ``adversary``: "scripted" or "learned" (sets the env's ``adversary``; default: the
+    env_config's). Learned: two modules, ``shared`` for the defenders and ``attacker``,
+    mapped by agent id prefix, each with its own raw Monte Carlo critic and advantages
+    standardised per module. ``policies_to_train``: the modules that learn (default:
+    all), e.g. ``["attacker"]`` to train an attacker against frozen defenders.
     """
     from marl_bft_rllib.env import BFTSecurityEnv
 
     if critic not in CRITICS:
         raise ValueError(f"critic: must be one of {CRITICS}, got {critic!r}")
     env_config = dict(env_config or {})
+    if adversary is not None:
+        if adversary not in ADVERSARIES:
+            raise ValueError(f"adversary: expected one of {ADVERSARIES}, got {adversary!r}")
+        if env_config.get("adversary", adversary) != adversary:
+            raise ValueError(
+                f"adversary: {adversary!r} contradicts env_config['adversary'] = "
+                f"{env_config['adversary']!r}"
+            )
+        env_config["adversary"] = adversary
     env = BFTSecurityEnv(env_config)  # validates env_config early
+    learned = env.learned
     n_replicas, state_dim = env.n, env.state_dim
     env.close()
     bad = sorted(set(training) - training_option_names())
@@ -99,22 +124,44 @@ def build_ppo_config(
             f"training: unknown PPOConfig.training() option(s) {bad}; "
             f"see PPOConfig.training for the valid names"
         )
-    if shared_policy:
+    options = MonteCarloLearnerOptions()
+    if learned:
+        if not shared_policy:
+            raise ValueError(
+                "shared_policy: adversary='learned' uses one module per side (shared, "
+                "attacker); per-replica policies are not supported with it"
+            )
+        policies, mapping = {SHARED_POLICY, ATTACKER_POLICY}, map_by_role
+        # opposite rewards: each side's advantages standardised over its own rows
+        options = MonteCarloLearnerOptions(standardize_advantages="module")
+    elif shared_policy:
         policies, mapping = {SHARED_POLICY}, map_to_shared
     else:
         policies, mapping = {f"replica_{i}" for i in range(n_replicas)}, map_to_own
+    if policies_to_train is not None:
+        if isinstance(policies_to_train, str):
+            policies_to_train = [policies_to_train]
+        to_train = list(policies_to_train)
+        unknown = sorted(set(to_train) - policies)
+        if unknown or not to_train:
+            raise ValueError(
+                f"policies_to_train: expected a non-empty subset of {sorted(policies)}, "
+                f"got {policies_to_train!r}"
+            )
+    else:
+        to_train = None
 
     config = (
         PPOConfig()
         .environment(register(), env_config=env_config)
         .framework("torch")
         .env_runners(num_env_runners=0)
-        .multi_agent(policies=policies, policy_mapping_fn=mapping)
+        .multi_agent(policies=policies, policy_mapping_fn=mapping, policies_to_train=to_train)
         .rl_module(model_config=dict(MODEL_DEFAULTS))
         .learners(
             num_learners=0,
             learner_class=MonteCarloPPOTorchLearner,
-            learner_config_dict=MonteCarloLearnerOptions().to_learner_config_dict(),
+            learner_config_dict=options.to_learner_config_dict(),
         )
         .callbacks(MarlBftCallbacks)
         # A dead env runner is replaced, not fatal (RLlib's default waits 60 s to do so).

@@ -184,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact CLIReporter table
     import ray
     from ray import tune
-    from ray.rllib.algorithms.ppo import PPO
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     bft_tune.init_ray(address, args.num_cpus)
@@ -194,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume:
             print(f"Resuming {exp_dir}", flush=True)
             tuner = tune.Tuner.restore(
-                str(exp_dir), trainable=PPO, resume_unfinished=True, resume_errored=True
+                str(exp_dir), trainable=bft_tune.PPO, resume_unfinished=True, resume_errored=True
             )
         else:
             config = bft_tune.build_config(
@@ -220,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.scheduler, space, stop_iters=args.stop_iters, eval_interval=args.eval_interval
             )
             tuner = tune.Tuner(
-                PPO,
+                bft_tune.PPO,  # RLlib's PPO; Tune retries it only after infrastructure failures
                 param_space=param_space,
                 tune_config=tune.TuneConfig(num_samples=args.num_samples, scheduler=scheduler),
                 run_config=bft_tune.run_config(
@@ -234,11 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bft_tune.save_results(results, exp_dir, best, args.scenario, args.env_config)
     finally:
         ray.shutdown()
-    errors = [r.error for r in results if r.error is not None]
-    if errors:
-        last = (str(errors[0]).strip().splitlines() or ["?"])[-1]
-        print(f"{len(errors)} of {len(results)} trial(s) failed; first error: {last}")
-    if errors or best[0] is None:
+    failures = bft_tune.failure_report(results)
+    if failures:
+        print(f"{len(failures)} of {len(results)} trial(s) failed:", *failures, sep="\n  ")
+    if failures or best[0] is None:
         again = f"--resume --storage-path {args.storage_path} --name {args.name}"
         print(f"To resume: python {os.path.relpath(__file__)} {again}")
     print(f"BEST_CHECKPOINT {best[0] or 'none'} EVAL_F1 {best[1]:.4f}")  # nan: "nan"

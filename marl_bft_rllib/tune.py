@@ -9,6 +9,13 @@
   trial keeps writing rows under the header already in ``progress.csv`` (Tune's own
   builds a new column set from the first resumed result, and pandas cannot read the file
   back).
+- Retries on infrastructure failures only: Tune's ``FailureConfig`` retries every failed
+  trial. ``PPO`` (RLlib's, with ``NoRetryOnDeterministicErrors``) tells the driver's
+  ``RetryPolicyCallback`` about a deterministic error (``is_infrastructure_error`` false)
+  before raising it, and the callback makes that failure the trial's last: the trial
+  ends in ERROR with the original error, tried once. A dead actor, worker or node, a
+  lost object (RLlib's env-runner failures that outlive its fault tolerance included)
+  is still retried up to ``max_failures`` times.
 - ``train_tune.py``'s library half: search-space presets and Tune's ``param_space``
   (``build_param_space``), the PPO config of a trial (``build_config``), the scheduler
   (``build_scheduler``), the per-trial stopper (``build_stopper``), joining or starting
@@ -19,20 +26,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import exceptions as ray_errors
 from ray import tune
+from ray.rllib.algorithms.ppo import PPO as _RLlibPPO
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.utils.annotations import override
+from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback
+from ray.tune.result import TRIAL_INFO
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.stopper import CombinedStopper, FunctionStopper, Stopper
 
@@ -54,6 +69,7 @@ VALUE_EV = "value_ev"  # min over modules of the masked explained variance
 VALUE_HEALTH = "value_health"  # worst over modules: "ok" / "stuck" / "exploding" / "n/a"
 
 _NAN = float("nan")
+logger = logging.getLogger(__name__)
 
 
 def _eval_f1(evaluation: Mapping[str, Any] | None) -> float | None:
@@ -359,8 +375,6 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
 # -- Ray -----------------------------------------------------------------------------------
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local Ray instance of ``num_cpus`` CPUs."""
-    import ray
-
     package = Path(__file__).resolve().parent
     if address:
         # Ship this checkout's package to the cluster's workers.
@@ -380,9 +394,6 @@ def check_resources(config: PPOConfig, *, local: bool) -> str | None:
 
     The CPU count is checked on a ``local`` instance only: a cluster may autoscale.
     """
-    import ray
-    from ray.rllib.algorithms.ppo import PPO
-
     have = ray.cluster_resources()
     gpus_needed = config.num_gpus_per_learner * max(1, config.num_learners)
     if gpus_needed > 0 and have.get("GPU", 0.0) < gpus_needed:
@@ -398,6 +409,271 @@ def check_resources(config: PPOConfig, *, local: bool) -> str | None:
             "or --num-learners"
         )
     return None
+
+
+# -- retries: only on infrastructure failures ----------------------------------------------
+# Ray system failures: Tune retries a trial that failed with one of these (or with an error
+# caused by one). Everything else raised by a trial (ValueError, TypeError, KeyError, ...)
+# is an error of user config or code, and a retry would fail the same way.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ray_errors.RayActorError,  # ActorDiedError, ActorUnavailableError (not a failed __init__)
+    ray_errors.NodeDiedError,
+    ray_errors.WorkerCrashedError,
+    ray_errors.LocalRayletDiedError,
+    ray_errors.ObjectLostError,  # OwnerDiedError, ObjectFetchTimedOutError, ...
+    ray_errors.OutOfMemoryError,  # a worker killed by Ray's memory monitor
+    ray_errors.ObjectStoreFullError,
+    ray_errors.RaySystemError,
+    ray_errors.TaskPlacementGroupRemoved,
+    ray_errors.ActorPlacementGroupRemoved,
+)
+# The trainable waits this long for the driver to take a deterministic error as final.
+FINAL_ERROR_ACK_TIMEOUT_S = 30.0
+_GATE_NAME = "marl_bft_rllib.final_error_gate"
+# "ValueError: message" / "ray.exceptions.OwnerDiedError: ..." lines of a traceback.
+_ERROR_LINE = re.compile(
+    r"^\s*(?:[\w.]+\.)?([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))(?::|$)", re.MULTILINE
+)
+
+
+def _infrastructure_names() -> set[str]:
+    """Class names of INFRASTRUCTURE_ERRORS and their subclasses."""
+    names, stack = set(), list(INFRASTRUCTURE_ERRORS)
+    while stack:
+        cls = stack.pop()
+        names.add(cls.__name__)
+        stack.extend(cls.__subclasses__())
+    return names
+
+
+def _last_error_type(text: str) -> str | None:
+    """The type name on the last "Type: message" line of a traceback (the error raised)."""
+    names = _ERROR_LINE.findall(text)
+    return names[-1] if names else None
+
+
+def is_infrastructure_error(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it wraps or was raised from, is a Ray system failure.
+
+    A dead actor, worker or node, or a lost object is; a Ray task error is judged by its
+    cause; an actor whose constructor raised (``actor_init_failed``: an env runner or
+    learner built from a bad config) is judged by the exception its constructor raised.
+    """
+    seen: set[int] = set()
+    stack = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ray_errors.RayActorError) and e.actor_init_failed:
+            # Only the traceback of the constructor's exception survives: read its type.
+            if _last_error_type(str(e)) in _infrastructure_names():
+                return True
+            continue
+        if isinstance(e, INFRASTRUCTURE_ERRORS):
+            return True
+        if isinstance(e, ray_errors.RayTaskError):
+            stack.append(e.cause)
+        stack.extend((e.__cause__, e.__context__))
+    return False
+
+
+def describe_error(error: BaseException | str | None) -> str | None:
+    """One line "Type: message" for a trial's error (the user's exception, not Ray's wrapper)."""
+    if error is None:
+        return None
+    if isinstance(error, ray_errors.RayTaskError) and not isinstance(
+        error.cause, ray_errors.RayError
+    ):
+        error = error.cause  # the exception the trial raised
+    text = str(error).strip()
+    if isinstance(error, (str, ray_errors.RayError, tune.TuneError)):
+        # Text with a traceback: its last "Type: message" line names the exception raised.
+        starts = [m.start(1) for m in _ERROR_LINE.finditer(text)]
+        if starts:
+            return text[starts[-1] :].splitlines()[0].strip()
+    first = (text.splitlines() or [""])[0]
+    if isinstance(error, str):
+        return first or "?"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+@ray.remote(num_cpus=0)
+class _FinalErrorGate:
+    """Trials whose failure on its way is deterministic: reported by the trainable,
+    acknowledged by the driver's ``RetryPolicyCallback`` once Tune will not retry it."""
+
+    def __init__(self) -> None:
+        """No reports yet."""
+        self._reported: dict[str, str] = {}
+        self._acked: set[str] = set()
+
+    def report(self, trial_id: str, reason: str) -> None:
+        """The trial is about to raise a deterministic error."""
+        self._reported[trial_id] = reason
+        self._acked.discard(trial_id)
+
+    def take(self, trial_ids: list[str]) -> dict[str, str]:
+        """Pop the reports of these trials (trial id -> reason)."""
+        return {t: self._reported.pop(t) for t in trial_ids if t in self._reported}
+
+    def ack(self, trial_id: str) -> None:
+        """The driver will not retry the trial's next failure."""
+        self._acked.add(trial_id)
+
+    def acked(self, trial_id: str) -> bool:
+        """Whether (and consume that) the driver acknowledged the trial's report."""
+        if trial_id in self._acked:
+            self._acked.discard(trial_id)
+            return True
+        return False
+
+
+def _make_final(trial_id: str, error: BaseException) -> bool:
+    """Report ``error`` as final to the driver's gate and wait until it is acknowledged."""
+    if not ray.is_initialized() or trial_id == "default":  # not a Tune trial
+        return False
+    try:
+        gate = ray.get_actor(_GATE_NAME)
+    except ValueError:  # no RetryPolicyCallback in this experiment: Tune's rules apply
+        return False
+    try:
+        ray.get(gate.report.remote(trial_id, describe_error(error) or "?"))
+        deadline = time.monotonic() + FINAL_ERROR_ACK_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if ray.get(gate.acked.remote(trial_id)):
+                return True
+            time.sleep(0.05)
+    except ray_errors.RayError as e:
+        logger.warning("trial %s: could not report a deterministic error: %s", trial_id, e)
+        return False
+    logger.warning("trial %s: the driver did not acknowledge a deterministic error", trial_id)
+    return False
+
+
+class NoRetryOnDeterministicErrors:
+    """Trainable mixin: a deterministic error from ``setup``, ``step`` or a checkpoint load
+    is made final (not retried by Tune) before it is raised; see ``RetryPolicyCallback``.
+
+    Put it before the Trainable class: ``class PPO(NoRetryOnDeterministicErrors, PPO)``.
+    """
+
+    trial_id: str
+
+    def __init__(self, config: Any = None, *args: Any, **kwargs: Any) -> None:
+        """Note the trial's id (RLlib's Algorithm drops it when it converts the config)."""
+        info = config.get(TRIAL_INFO) if isinstance(config, dict) else None
+        self._final_error_trial_id: str | None = getattr(info, "trial_id", None)
+        super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
+
+    def reset(self, new_config: Any, *args: Any, **kwargs: Any) -> bool:
+        """Tune's actor reuse: the actor now runs another trial, note its id."""
+        info = new_config.get(TRIAL_INFO) if isinstance(new_config, dict) else None
+        self._final_error_trial_id = getattr(info, "trial_id", None)
+        return super().reset(new_config, *args, **kwargs)  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def _final_unless_infrastructure(self) -> Iterator[None]:
+        """Re-raise any exception; a deterministic one is reported as final first."""
+        try:
+            yield
+        except Exception as error:
+            if not is_infrastructure_error(error):
+                trial_id = self.trial_id  # "default" where RLlib dropped the trial info
+                _make_final(self._final_error_trial_id or trial_id, error)
+            raise
+
+    def setup(self, config: Any) -> None:
+        """The Trainable's setup; a deterministic error in it is final."""
+        with self._final_unless_infrastructure():
+            super().setup(config)  # type: ignore[misc]
+
+    def step(self) -> dict:
+        """One training iteration; a deterministic error in it is final."""
+        with self._final_unless_infrastructure():
+            return super().step()  # type: ignore[misc]
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Restore a checkpoint; a deterministic error in it is final."""
+        with self._final_unless_infrastructure():
+            super().load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
+class PPO(NoRetryOnDeterministicErrors, _RLlibPPO):
+    """RLlib's PPO as the Tune trainable: a deterministic error ends its trial, no retry.
+
+    Same name as RLlib's, so trial directories stay ``PPO_<env>_<id>``.
+    """
+
+
+class RetryPolicyCallback(tune.Callback):
+    """Tune retries a trial only after an infrastructure failure, ``max_failures`` times.
+
+    Tune's ``FailureConfig`` has no per-exception rule: it retries every failure. A
+    trainable with ``NoRetryOnDeterministicErrors`` reports a deterministic error here
+    before raising it, and waits. At the next tuning step this callback lowers that
+    trial's ``max_failures`` to its current failure count (so ``Trial.should_recover`` is
+    false for the failure on its way) and acknowledges; Tune then ends the trial in ERROR
+    with the original error. The limit is put back in ``on_trial_error``, so a later
+    ``--resume`` of the errored trial gets the usual retries. Failures the trainable never
+    sees (its own actor or node dying) keep Tune's retries.
+    """
+
+    def __init__(self) -> None:
+        """The gate actor is made in ``setup``, in the driver."""
+        self._gate: Any = None
+        self._pending: Any = None  # an in-flight gate.take() call
+        self._limits: dict[str, int] = {}  # trial id -> its max_failures before lowering
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Tune saves its callbacks): no actor handles."""
+        return {**self.__dict__, "_gate": None, "_pending": None}
+
+    def setup(self, **info: Any) -> None:
+        """Start (or join) the gate actor that failing trainables report to."""
+        # One per driver, kept for its lifetime: killing it at the end of an experiment
+        # could hand a dying actor to the next experiment's get_if_exists.
+        self._gate = _FinalErrorGate.options(name=_GATE_NAME, get_if_exists=True).remote()
+        self._pending = None
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        """Take the reported deterministic errors (without blocking) and make them final."""
+        if self._gate is None:
+            return
+        if self._pending is None:
+            live = [t.trial_id for t in trials if t.status in (Trial.PENDING, Trial.RUNNING)]
+            if live:
+                self._pending = self._gate.take.remote(live)
+            return
+        ready, _ = ray.wait([self._pending], timeout=0)
+        if not ready:
+            return
+        try:
+            reported = ray.get(self._pending)
+        except ray_errors.RayError as e:  # the gate died: start a new one, retries as Tune's
+            logger.warning("retry policy: gate actor lost (%s); starting a new one", e)
+            self.setup()
+            return
+        self._pending = None
+        by_id = {t.trial_id: t for t in trials}
+        for trial_id, reason in reported.items():
+            if (trial := by_id.get(trial_id)) is None:
+                continue
+            self._limits.setdefault(trial_id, trial.max_failures)
+            trial.max_failures = trial.num_failures  # the failure on its way is the last
+            logger.warning(
+                "Trial %s failed with %s: a deterministic error, not retried", trial, reason
+            )
+            self._gate.ack.remote(trial_id)
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """Put back the retry limit of a trial whose deterministic error ended it."""
+        limit = self._limits.pop(trial.trial_id, None)
+        if limit is not None:
+            trial.max_failures = limit
 
 
 # -- storage, resuming and results --------------------------------------------------------
@@ -439,9 +715,10 @@ def run_config(
     space: Mapping[str, Any],
     report_every_s: int = 30,
 ) -> tune.RunConfig:
-    """Tune's RunConfig: a checkpoint every iteration (the best N by eval F1 kept), retries,
-    resumable CSV logs, and the compact progress table (trials ranked by the carried eval F1
-    when ``space`` searches anything; its searched parameters as columns)."""
+    """Tune's RunConfig: a checkpoint every iteration (the best N by eval F1 kept), up to
+    ``max_failures`` retries after infrastructure failures only (with this module's ``PPO``
+    trainable), resumable CSV logs, and the compact progress table (trials ranked by the
+    carried eval F1 when ``space`` searches anything; its searched parameters as columns)."""
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
@@ -454,6 +731,7 @@ def run_config(
             checkpoint_frequency=1,
             checkpoint_at_end=True,
         ),
+        # Retried only after infrastructure failures: see RetryPolicyCallback.
         failure_config=tune.FailureConfig(max_failures=max_failures),
         progress_reporter=tune.CLIReporter(
             metric_columns=PROGRESS_COLUMNS,
@@ -463,7 +741,7 @@ def run_config(
             metric=EVAL_F1_LAST if space else None,
             mode="max" if space else None,
         ),
-        callbacks=[ResumableCSVLoggerCallback()],
+        callbacks=[ResumableCSVLoggerCallback(), RetryPolicyCallback()],
         verbose=1,
     )
 
@@ -488,6 +766,25 @@ def best_checkpoint(results: tune.ResultGrid) -> tuple[str | None, float]:
         if result.checkpoint is not None:
             return result.checkpoint.path, float((result.metrics or {}).get(EVAL_F1_LAST, _NAN))
     return None, _NAN
+
+
+def error_kind(error: BaseException | None) -> str | None:
+    """A trial error's kind: "infrastructure" (retried), "deterministic" (not) or None."""
+    if error is None:
+        return None
+    return "infrastructure" if is_infrastructure_error(error) else "deterministic"
+
+
+def failure_report(results: Iterable[tune.Result]) -> list[str]:
+    """One line per failed trial: its directory, whether it was retried, and its error."""
+    lines = []
+    for result in results:
+        if result.error is not None:
+            kind = error_kind(result.error)
+            how = "retried up to max_failures times" if kind == "infrastructure" else "not retried"
+            name = Path(result.path).name if result.path else "?"
+            lines.append(f"trial {name} failed ({kind}, {how}): {describe_error(result.error)}")
+    return lines
 
 
 def save_results(
@@ -515,7 +812,8 @@ def save_results(
         trials.append(
             {
                 "trial_dir": result.path,
-                "error": None if result.error is None else str(result.error).splitlines()[0],
+                "error": describe_error(result.error),
+                "error_kind": error_kind(result.error),
                 **{k: m.get(k) for k in PROGRESS_COLUMNS if not isinstance(m.get(k), dict)},
             }
         )
@@ -533,13 +831,18 @@ __all__ = [
     "EVAL_F1",
     "EVAL_F1_LAST",
     "EVAL_RETURN",
+    "FINAL_ERROR_ACK_TIMEOUT_S",
+    "INFRASTRUCTURE_ERRORS",
     "PROGRESS_COLUMNS",
     "SCHEDULERS",
     "SEARCH_DOCS",
     "VALUE_EV",
     "VALUE_HEALTH",
     "VALUE_LOSS",
+    "PPO",
+    "NoRetryOnDeterministicErrors",
     "ResumableCSVLoggerCallback",
+    "RetryPolicyCallback",
     "TuneSummaryCallbacks",
     "best_checkpoint",
     "build_config",
@@ -547,10 +850,14 @@ __all__ = [
     "build_scheduler",
     "build_stopper",
     "check_resources",
+    "describe_error",
+    "error_kind",
     "experiment_to_resume",
+    "failure_report",
     "float_in",
     "init_ray",
     "int_at_least",
+    "is_infrastructure_error",
     "resolve_storage",
     "run_config",
     "save_results",

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import sys
+from typing import Any
+
 import numpy as np
 import pytest
 import ray
 import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.connector import allreduce_sum
 
+# The learner actors cannot import this test module: ship _shard_rows by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROW_COLUMNS = (
+    Columns.OBS,
+    Columns.REWARDS,
+    Columns.LOSS_MASK,
+    Postprocessing.VALUE_TARGETS,
+    Postprocessing.ADVANTAGES,
+)
+
 
 @pytest.fixture(scope="module")
-def two_learner_states():
-    """Three iterations with num_learners=2; every learner's module weights after each."""
+def two_learner_algo():
+    """A PPO algorithm with num_learners=2 (gloo process group) and its config."""
     torch.set_num_threads(1)
     # 2 learner actors + the env runner in the driver: logical CPUs may exceed cores.
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -22,20 +41,27 @@ def two_learner_states():
     ).learners(num_learners=2)
     algo = config.build_algo()
     try:
-        per_iteration, results = [], []
-        for _ in range(3):
-            results.append(algo.train())
-            calls = algo.learner_group.foreach_learner(
-                lambda learner: {
-                    k: v.detach().cpu().numpy().copy()
-                    for k, v in learner.module["shared"].unwrapped().state_dict().items()
-                }
-            )
-            per_iteration.append([call.get() for call in calls])
-        yield per_iteration, results
+        yield algo, config
     finally:
         algo.stop()
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_learner_states(two_learner_algo):
+    """Three iterations with num_learners=2; every learner's module weights after each."""
+    algo, _ = two_learner_algo
+    per_iteration, results = [], []
+    for _ in range(3):
+        results.append(algo.train())
+        calls = algo.learner_group.foreach_learner(
+            lambda learner: {
+                k: v.detach().cpu().numpy().copy()
+                for k, v in learner.module["shared"].unwrapped().state_dict().items()
+            }
+        )
+        per_iteration.append([call.get() for call in calls])
+    return per_iteration, results
 
 
 def test_learners_hold_identical_parameters_after_every_update(two_learner_states):
@@ -61,3 +87,131 @@ def test_two_learner_run_reports_value_metrics(two_learner_states):
 def test_allreduce_sum_without_a_process_group_is_identity():
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(allreduce_sum(x), x)
+
+
+# -- per-row targets and advantages: 2 learners on shards == 1 learner on the whole batch --
+def _shard_rows(
+    learner: Any, shards: list[list[Any]], reduce: bool = True
+) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+    """Run ``learner``'s connector pipeline on its shard (by DDP rank); the per-row columns.
+
+    The value head is refitted on the batch (``value_head_refit``), so its all-reduced
+    least-squares fit shapes the targets too. ``reduce=False`` turns the cross-learner
+    sums into identities (each learner on its own shard only), to show the check bites.
+    """
+    import torch.distributed as dist
+
+    from marl_bft_rllib.rllib import connector
+    from marl_bft_rllib.rllib import learner as learner_module
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    saved = connector.allreduce_sum, learner_module.allreduce_sum, learner.mc_options
+    if not reduce:
+        connector.allreduce_sum = learner_module.allreduce_sum = (  # this call only
+            lambda rows: np.asarray(rows, dtype=np.float64)
+        )
+    learner.mc_options = dataclasses.replace(learner.mc_options, value_head_refit=True)
+    try:
+        batch = learner._learner_connector(
+            rl_module=learner.module,
+            batch={},
+            episodes=shards[rank],
+            shared_data={},
+            metrics=learner.metrics,
+        )
+    finally:
+        connector.allreduce_sum, learner_module.allreduce_sum, learner.mc_options = saved
+    return rank, {
+        mid: {col: convert_to_numpy(b[col]).copy() for col in ROW_COLUMNS}
+        for mid, b in batch.items()
+        if Postprocessing.VALUE_TARGETS in b
+    }
+
+
+def _chunks(rows: dict[str, np.ndarray]) -> dict[bytes, dict[str, np.ndarray]]:
+    """A module batch cut into its episode chunks (each ends in its phantom row), keyed by
+    content (observations and rewards), since RLlib orders a batch's chunks its own way."""
+    ends = np.flatnonzero(~rows[Columns.LOSS_MASK].astype(bool))
+    out = {}
+    for start, end in zip(np.r_[0, ends[:-1] + 1], ends + 1, strict=True):
+        chunk = {col: v[start:end] for col, v in rows.items()}
+        key = chunk[Columns.OBS].tobytes() + chunk[Columns.REWARDS].tobytes()
+        assert key not in out, "two chunks with the same observations and rewards"
+        out[key] = chunk
+    return out
+
+
+def _two_and_one(two_learner_algo: tuple[Any, Any], reduce: bool) -> tuple[dict, dict]:
+    """Per module, the episode chunks of the 2 learners (one shard each) and those of 1
+    learner (same weights, no process group) on the whole batch of the same episodes."""
+    algo, config = two_learner_algo
+    weights = algo.learner_group.get_weights()
+    single = (
+        config.copy(copy_frozen=False)
+        .learners(num_learners=0)
+        .build_learner_group(spaces=algo.env_runner.get_spaces())
+    )
+    single.set_weights(weights)
+    episodes = algo.env_runner.sample(num_timesteps=200, explore=True)
+    assert len(episodes) >= 2
+    cut = len(episodes) // 2
+    shards = [episodes[:cut], episodes[cut:]]
+    try:
+        calls = algo.learner_group.foreach_learner(
+            lambda learner: _shard_rows(learner, shards, reduce)
+        )
+        per_rank = dict(call.get() for call in calls)
+        assert sorted(per_rank) == [0, 1]
+        (call,) = single.foreach_learner(
+            lambda learner: _shard_rows(learner, [copy.deepcopy(episodes)])[1]
+        )
+        one = call.get()
+    finally:
+        algo.learner_group.set_weights(weights)  # the refit moved the value head
+        single.shutdown()
+    two = {}
+    for mid in one:
+        first, second = _chunks(per_rank[0][mid]), _chunks(per_rank[1][mid])
+        two[mid] = {**first, **second}
+        assert len(two[mid]) == len(first) + len(second), "a chunk on both shards"
+    return two, {mid: _chunks(rows) for mid, rows in one.items()}
+
+
+def _max_differences(two: dict, one: dict) -> dict[str, float]:
+    """Largest |2 learners - 1 learner| over every row, per column (same chunks in both)."""
+    out = dict.fromkeys((Postprocessing.VALUE_TARGETS, Postprocessing.ADVANTAGES), 0.0)
+    for mid in one:
+        assert two[mid].keys() == one[mid].keys(), f"{mid}: not the same episode chunks"
+        for key, chunk in one[mid].items():
+            for col in out:
+                diff = np.abs(two[mid][key][col].astype(np.float64) - chunk[col])
+                out[col] = max(out[col], float(diff.max()))
+    return out
+
+
+def test_two_learners_give_every_row_the_targets_and_advantages_of_one(
+    two_learner_states, two_learner_algo
+):
+    two, one = _two_and_one(two_learner_algo, reduce=True)
+    chunks = one["shared"].values()
+    mask = np.concatenate([c[Columns.LOSS_MASK] for c in chunks]).astype(bool)
+    assert len(chunks) >= 4 and mask.sum() > 100
+    # Some chunk was cut by the sampler: its target bootstraps with the (refitted) V(s_T).
+    assert any(c[Postprocessing.VALUE_TARGETS][-1] != 0.0 for c in chunks)
+    targets = np.concatenate([c[Postprocessing.VALUE_TARGETS] for c in chunks])[mask]
+    adv = np.concatenate([c[Postprocessing.ADVANTAGES] for c in chunks])[mask]
+    assert abs(adv.mean()) < 1e-3 and abs(adv.std() - 1.0) < 1e-3  # whole-batch scale
+    diff = _max_differences(two, one)
+    # float32 outputs of float64 sums: noise only (targets are raw returns of size ~100).
+    assert diff[Postprocessing.VALUE_TARGETS] <= 1e-4 * max(1.0, np.abs(targets).max()), diff
+    assert diff[Postprocessing.ADVANTAGES] <= 1e-4, diff
+
+
+def test_per_row_check_fails_without_the_cross_learner_reduction(
+    two_learner_states, two_learner_algo
+):
+    """Negative control: each learner on its own shard only gives other rows."""
+    two, one = _two_and_one(two_learner_algo, reduce=False)
+    diff = _max_differences(two, one)
+    assert diff[Postprocessing.VALUE_TARGETS] > 1e-2, diff  # per-shard value-head fit
+    assert diff[Postprocessing.ADVANTAGES] > 1e-2, diff  # per-shard standardisation

@@ -3,6 +3,7 @@
     python experiments/evaluate.py --checkpoint PATH [--episodes N]
         [--scenario S | --table FILE] [--out DIR] [--seed-offset K]
         [--train-seeds N] [--supervised-episodes N] [--supervised-rounds R]
+        [--robustness-episodes N]
 
 Restores the RLModule(s) from an RLlib checkpoint (no Algorithm, no Ray instance), plays
 greedy episodes on held-out seeds (or on the test split of a table), prints the confusion
@@ -14,6 +15,23 @@ labels, on the same per-replica observations as the policy: what is learnable), 
 to ``--out`` (default: ``<checkpoint>_eval`` next to the checkpoint). ``beats_baselines``
 compares the policy with the baselines only; the supervised reference is reported next to
 it, with the F1 gap.
+
+Robustness report (``report["robustness"]``, a printed table and ``robustness.png``): F1
+and breach rate with each scripted Byzantine behaviour pinned in turn, with no Byzantine
+replica (``none``) and, when the checkpoint has an ``attacker`` module (trained with
+``adversary="learned"``), with that module acting greedily for the attackers
+(``learned``); the worst case per method; and whether the BFT ensemble's F1 is at least
+the naive majority's and one random replica's in every case. Rows of each case, on the
+same ``--robustness-episodes`` held-out episodes (the first ones of the main evaluation):
+the policy's votes through PBFT (``bft_policy``), the same votes by plurality without BFT
+(``naive_majority``), the vote of one replica drawn per episode (``random_replica``), one
+honest replica alone (``honest_replica``), ``always_allow`` and the threshold detector of
+the main baselines. ``--robustness-episodes 0`` turns the report off.
+
+A checkpoint from learned training holds two modules, ``shared`` (defenders) and
+``attacker``: the main evaluation runs on the scripted version of its env_config
+(``adversary="scripted"``) with ``shared`` acting for every replica. The ``learned`` case
+needs defenders that can act for any id: a checkpoint with one module per replica has none.
 """
 
 from __future__ import annotations
@@ -34,12 +52,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
+from marl_bft_rllib.env import ATTACKER_PREFIX  # noqa: E402
+from marl_bft_rllib.env_config import ADVERSARIES, EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
     HELD_OUT_SEED_OFFSET,
+    LEARNED_CASE,
+    ROBUSTNESS_METHODS,
     EvalResult,
     evaluate_baselines,
     greedy_policy,
     held_out_seeds,
+    robustness_case_config,
+    robustness_cases,
+    robustness_report,
     run_episodes,
 )
 from marl_bft_rllib.metrics import BFT_STAT_KEYS  # noqa: E402
@@ -49,6 +74,9 @@ from marl_bft_rllib.validation import check_int  # noqa: E402
 REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
 # Rows of the report that are references (what is learnable), not baselines to beat.
 REFERENCES = ("supervised",)
+# The learned attackers' module id: marl_bft_rllib.rllib.config.ATTACKER_POLICY (not imported
+# here: that imports Ray and torch).
+ATTACKER_MODULE = "attacker"
 
 
 class EvaluationError(Exception):
@@ -123,22 +151,57 @@ def load_modules(checkpoint: Path) -> dict[str, Any]:
     return modules
 
 
+def split_modules(modules: Mapping[str, Any]) -> tuple[dict[str, Any], Any | None]:
+    """The defenders' modules, and the learned attackers' module (``attacker``) or None."""
+    defenders = {mid: m for mid, m in modules.items() if mid != ATTACKER_MODULE}
+    if not defenders:
+        raise EvaluationError(
+            f"checkpoint: only the attackers' module {ATTACKER_MODULE!r}, no defender module"
+        )
+    return defenders, modules.get(ATTACKER_MODULE)
+
+
 def module_mapping(module_ids: Sequence[str], agents: Sequence[str]) -> Callable[[str], str]:
-    """Which module acts for which replica: its own module if present, else the only one."""
-    if set(agents) <= set(module_ids):
-        return lambda agent: agent
-    if len(module_ids) == 1:
-        only = module_ids[0]
-        return lambda agent: only
-    raise EvaluationError(
-        f"checkpoint: modules {sorted(module_ids)} do not cover the scenario's replicas "
-        f"{list(agents)} (need one shared module or one module per replica)"
-    )
+    """Which module acts for which agent: its own module if present, else the only one.
+
+    The attackers' module (``attacker``) acts for the ``attacker_j`` ids and for no other;
+    the defender modules for every other id.
+    """
+    has_attacker = ATTACKER_MODULE in module_ids
+    defenders = [m for m in module_ids if m != ATTACKER_MODULE]
+    attackers = [a for a in agents if a.startswith(ATTACKER_PREFIX)]
+    others = [a for a in agents if a not in attackers]
+    if attackers and not has_attacker:
+        raise EvaluationError(
+            f"checkpoint: modules {sorted(module_ids)} have no {ATTACKER_MODULE!r} module for "
+            f"the learned attackers {attackers}"
+        )
+    if set(others) <= set(defenders):
+        own = True
+    elif len(defenders) == 1:
+        own = False
+    else:
+        raise EvaluationError(
+            f"checkpoint: modules {sorted(module_ids)} do not cover the scenario's replicas "
+            f"{others} (need one shared module or one module per replica)"
+        )
+    only = defenders[0] if defenders else ATTACKER_MODULE
+
+    def mapping(agent: str) -> str:
+        """The module id acting for ``agent``."""
+        if has_attacker and agent.startswith(ATTACKER_PREFIX):
+            return ATTACKER_MODULE
+        return agent if own else only
+
+    return mapping
 
 
-def check_spaces(modules: Mapping[str, Any], env: Any, what: str) -> None:
-    """Raise one clear error when the env's spaces differ from the checkpoint's modules."""
-    agent = env.possible_agents[0]
+def check_spaces(modules: Mapping[str, Any], env: Any, what: str, agent: str | None = None) -> None:
+    """Raise one clear error when the env's spaces of ``agent`` differ from the modules'.
+
+    ``agent`` defaults to the env's first possible agent (a defender's spaces).
+    """
+    agent = env.possible_agents[0] if agent is None else agent
     obs_space, act_space = env.observation_space(agent), env.action_space(agent)
     for mid, module in modules.items():
         m_obs, m_act = module.observation_space, module.action_space
@@ -180,6 +243,15 @@ def training_env_config(checkpoint: Path) -> dict[str, Any] | None:
     env_config = dict(env_config)
     env_config.pop("seed", None)
     return env_config
+
+
+def scripted_env_config(env_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_config`` with scripted Byzantine replicas (``adversary`` and its reward reset)."""
+    out = dict(env_config)
+    if out.get("adversary", ADVERSARIES[0]) != ADVERSARIES[0]:
+        out["adversary"] = ADVERSARIES[0]
+        out.pop("attacker_reward", None)  # only valid with learned attackers
+    return out
 
 
 def load_progress(checkpoint: Path) -> Any:
@@ -265,6 +337,87 @@ def print_report(report: Mapping[str, Any]) -> None:
             f"Supervised reference (trained on labels, same observations) F1 "
             f"{report['baselines']['supervised']['f1']:.3f}; policy - supervised = {gap:+.3f}."
         )
+
+
+def format_robustness(robustness: Mapping[str, Any]) -> str:
+    """The robustness table: F1 per case (rows) and method (columns), BFT breach rate, worst."""
+    cases = robustness["cases"]
+    methods = list(ROBUSTNESS_METHODS)
+    width = max(len("worst"), *(len(c) for c in cases)) + 2
+    cols = [*methods, "bft_breach"]
+    colw = max(len(n) for n in cols) + 2
+    lines = [" " * width + "".join(n.rjust(colw) for n in cols)]
+    for case, scores in cases.items():
+        cells = [_fmt(scores[m]["f1"]) for m in methods]
+        cells.append(_fmt(scores["bft_policy"]["breach_rate"]))
+        lines.append(case.ljust(width) + "".join(c.rjust(colw) for c in cells))
+    worst = robustness["worst"]
+    cells = [_fmt(worst[m]["f1"]) for m in methods]
+    cells.append(_fmt(worst["bft_policy"]["breach_rate"]))
+    lines.append("-" * (width + colw * len(cols)))
+    lines.append("worst".ljust(width) + "".join(c.rjust(colw) for c in cells))
+    return "\n".join(lines)
+
+
+def print_robustness(robustness: Mapping[str, Any]) -> None:
+    """The robustness table, the worst case per method and the BFT-ensemble target."""
+    first, last = robustness["seeds"]
+    print(
+        f"\nRobustness (F1 with each Byzantine behaviour pinned in turn; "
+        f"{robustness['episodes']} episodes per case and method, seeds {first}..{last}; "
+        "bft_breach: breach rate of bft_policy; worst: lowest F1 / highest breach rate)"
+    )
+    print(format_robustness(robustness))
+    for case, why in robustness.get("skipped", {}).items():
+        print(f"case {case!r} skipped: {why}")
+    print("Worst case per method (lowest F1):")
+    for method, w in robustness["worst"].items():
+        print(
+            f"  {method:<16s} {w['case']:<20s} F1 {w['f1']:.3f}   highest breach rate "
+            f"{w['breach_rate']:.3f} ({w['breach_case']})"
+        )
+    failed = [c for c, ok in robustness["bft_at_least"].items() if not ok]
+    if failed:
+        print(
+            "BFT ensemble F1 >= naive majority and random replica in every case: NO "
+            f"(below in: {', '.join(failed)})"
+        )
+    else:
+        print("BFT ensemble F1 >= naive majority and random replica in every case: yes")
+
+
+def plot_robustness(robustness: Mapping[str, Any], path: Path) -> None:
+    """Grouped bars: F1 of every method in every case, and the worst case over cases."""
+    import matplotlib.pyplot as plt
+
+    cases = list(robustness["cases"])
+    methods = list(ROBUSTNESS_METHODS)
+    groups = [*cases, "worst"]
+    values = {
+        m: [robustness["cases"][c][m]["f1"] for c in cases] + [robustness["worst"][m]["f1"]]
+        for m in methods
+    }
+    x = np.arange(len(groups), dtype=float)
+    x[-1] += 0.5  # set the worst case apart
+    bar = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.95 * len(groups) + 3.5), 4.6))
+    cmap = plt.get_cmap("tab10")
+    for k, m in enumerate(methods):
+        ax.bar(x + (k - (len(methods) - 1) / 2) * bar, values[m], bar, label=m, color=cmap(k))
+    ax.axvline(x[-1] - 0.75, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, groups, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (pooled over episodes)")
+    ax.set_xlabel("Byzantine behaviour pinned (case); worst: lowest F1 over cases")
+    ax.set_title(
+        f"Robustness: F1 per Byzantine behaviour, {robustness['episodes']} held-out episodes "
+        "per case and method"
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="method", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_learning_curve(progress: Any, path: Path) -> bool:
@@ -440,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DAgger rounds of the supervised reference (round 1 under random votes, then "
         "under its own)",
     )
+    p.add_argument(
+        "--robustness-episodes",
+        type=int,
+        default=20,
+        help="held-out episodes per case and method of the robustness report (each Byzantine "
+        "behaviour pinned, none, learned); 0 turns the report off",
+    )
     return p
 
 
@@ -457,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             1,
         ),
         ("--supervised-rounds", args.supervised_rounds, 1),
+        ("--robustness-episodes", args.robustness_episodes, 0),
     ):
         try:
             check_int(flag, value, lo=low)
@@ -471,12 +632,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def robustness_section(
+    greedy: Callable[[Mapping[str, np.ndarray]], Mapping[str, int]],
+    defenders: Mapping[str, Any],
+    attacker: Any | None,
+    env_config: Mapping[str, Any],
+    seeds: Sequence[int],
+    threshold: Any,
+    what: str,
+) -> dict[str, Any]:
+    """The robustness report of the restored policy (``report["robustness"]``).
+
+    ``greedy`` acts for the defenders (and, through the ``attacker`` module, for the
+    ``attacker_j`` ids); the ``learned`` case is played when the checkpoint has an
+    attacker module, the scenario a Byzantine replica, and one defender module acts for
+    every id (not one module per replica).
+    """
+    from marl_bft_rllib.env import BFTSecurityEnv
+
+    skipped: dict[str, str] = {}
+    with_learned = False
+    if attacker is None:
+        skipped[LEARNED_CASE] = f"the checkpoint has no {ATTACKER_MODULE!r} module"
+    elif EnvConfig.from_any(env_config).n_byzantine == 0:
+        skipped[LEARNED_CASE] = "the scenario has no Byzantine replica (n_byzantine 0)"
+    elif len(defenders) != 1:
+        skipped[LEARNED_CASE] = (
+            f"the checkpoint has one module per replica ({sorted(defenders)}), none to act "
+            "for the learned env's defender_k ids"
+        )
+    else:
+        learned_env = BFTSecurityEnv(robustness_case_config(env_config, LEARNED_CASE))
+        attacker_id = next(a for a in learned_env.possible_agents if learned_env.is_attacker(a))
+        check_spaces({ATTACKER_MODULE: attacker}, learned_env, what, agent=attacker_id)
+        learned_env.close()
+        with_learned = True
+    result = robustness_report(
+        greedy,
+        env_config,
+        seeds,
+        threshold=threshold,
+        attacker=greedy if with_learned else None,
+        cases=robustness_cases(env_config, with_learned),
+    )
+    return {
+        "episodes": len(seeds),
+        "seeds": [int(seeds[0]), int(seeds[-1])],
+        "methods": dict(ROBUSTNESS_METHODS),
+        **result,
+        "skipped": skipped,
+    }
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """The evaluation proper (raises EvaluationError on user-facing problems)."""
     from marl_bft_rllib.env import BFTSecurityEnv
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     modules = load_modules(checkpoint)
+    defenders, attacker = split_modules(modules)
 
     if args.scenario is not None:
         env_config, source, what = (
@@ -497,12 +711,19 @@ def evaluate(args: argparse.Namespace) -> int:
         train_env_config = env_config
         source = "training env_config" if trained is not None else "scenario default"
         what = "--scenario"
+    if env_config.get("adversary", ADVERSARIES[0]) != ADVERSARIES[0]:
+        source += " (learned adversary: evaluated with scripted Byzantine replicas)"
+    # Learned training: the defenders are evaluated against the scripted behaviours; the
+    # attacker module plays in the robustness report's "learned" case.
+    env_config = scripted_env_config(env_config)
+    train_env_config = scripted_env_config(train_env_config)
     try:
         env = BFTSecurityEnv(env_config)
     except (ValueError, OSError) as e:
         raise EvaluationError(f"{what}: {e}") from None
-    check_spaces(modules, env, what)
+    check_spaces(defenders, env, what)
     mapping = module_mapping(list(modules), env.possible_agents)
+    env.close()
     from marl_bft_rllib.rllib.inference import logits_fn
 
     for m in modules.values():
@@ -524,6 +745,17 @@ def evaluate(args: argparse.Namespace) -> int:
             supervised_rounds=args.supervised_rounds,
             greedy=greedy,
         )
+        robustness = None
+        if args.robustness_episodes:
+            robustness = robustness_section(
+                greedy,
+                defenders,
+                attacker,
+                env_config,
+                held_out_seeds(args.robustness_episodes, args.seed_offset),
+                detectors["threshold"],
+                what,
+            )
     except ValueError as e:
         raise EvaluationError(f"{what}: {e}") from None
 
@@ -542,6 +774,8 @@ def evaluate(args: argparse.Namespace) -> int:
         detectors,
         args.train_seeds,
     )
+    if robustness is not None:
+        report["robustness"] = robustness
 
     import matplotlib
 
@@ -559,9 +793,17 @@ def evaluate(args: argparse.Namespace) -> int:
     curve_png = out / "learning_curve.png"
     if progress is not None and plot_learning_curve(progress, curve_png):
         plots["learning_curve"] = str(curve_png)
+    if robustness is not None:
+        robust_png = out / "robustness.png"
+        plot_robustness(robustness, robust_png)
+        plots["robustness"] = str(robust_png)
     report["plots"] = plots
 
     print_report(report)
+    if robustness is not None:
+        print_robustness(robustness)
+    else:
+        print("\nRobustness report: off (--robustness-episodes 0)")
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report, indent=2, default=_json_default))
     print(f"\nreport: {report_path}")

@@ -17,6 +17,11 @@ fixed seeds (held-out ones by default) and aggregates the env's episode-end metr
 - ``single_replica``: one replica decides alone: every honest replica votes that
   replica's greedy action, so the committed decision is that replica's action (b <= f);
   consensus still runs, so an undecided step still falls back to the fail-safe action.
+
+Robustness (``robustness_report``): every row of ``ROBUSTNESS_METHODS`` (the BFT
+ensemble, the naive majority vote, one random replica, one honest replica,
+always-allow, the threshold detector) under every Byzantine behaviour pinned in turn,
+no Byzantine replica, and a learned attacker, on the same episodes.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ from typing import Any
 import numpy as np
 
 from marl_bft_rllib.actions import Action
-from marl_bft_rllib.env import BFTSecurityEnv
-from marl_bft_rllib.env_config import HELD_OUT_SEED_OFFSET, EnvConfig
+from marl_bft_rllib.bft import BEHAVIORS
+from marl_bft_rllib.env import ATTACKER_PREFIX, BFTSecurityEnv
+from marl_bft_rllib.env_config import (
+    ADVERSARIES,
+    ATTACKER_REWARDS,
+    HELD_OUT_SEED_OFFSET,
+    EnvConfig,
+)
 from marl_bft_rllib.metrics import (
     CONFUSION_KEYS,
     add_counts,
@@ -412,3 +423,153 @@ def evaluate_baselines(
             single_replica(greedy), env_config, seeds, "single_replica"
         )
     return results, {"threshold": threshold, "supervised": supervised}
+
+
+# -- robustness: every Byzantine behaviour in turn ------------------------------------------
+NO_BYZANTINE = "none"  # robustness case without a Byzantine replica
+LEARNED_CASE = "learned"  # robustness case with a learned attacker module acting
+# Rows of the robustness report: how the defenders' votes become a decision.
+ROBUSTNESS_METHODS: dict[str, str] = {
+    "bft_policy": "the trained policy's votes through PBFT (the BFT ensemble)",
+    "naive_majority": "the same votes, plurality of all replicas' votes, no BFT (the lineage)",
+    "random_replica": "the vote of one replica drawn per episode (Byzantine w.p. b / n)",
+    "honest_replica": "one honest replica's greedy action decides alone",
+    "always_allow": "every replica votes Allow",
+    "threshold": "the per-event threshold detector's votes through PBFT",
+}
+
+
+def with_attackers(defenders: Policy, attackers: Policy | None) -> Policy:
+    """One policy for an env with learned attackers: ``attacker_j`` ids go to ``attackers``."""
+
+    def act(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Defenders' and attackers' actions, each side from its own policy."""
+        attack = {a: o for a, o in obs.items() if a.startswith(ATTACKER_PREFIX)}
+        defend = {a: o for a, o in obs.items() if a not in attack}
+        actions = dict(defenders(defend)) if defend else {}
+        if attack:
+            if attackers is None:
+                raise ValueError("attackers: the env has learned attackers but no policy for them")
+            actions.update(attackers(attack))
+        return actions
+
+    return act
+
+
+def robustness_cases(
+    env_config: EnvConfig | Mapping[str, Any] | None, learned: bool = False
+) -> list[str]:
+    """The default robustness cases: each scripted behaviour, ``none`` and maybe ``learned``.
+
+    Without a Byzantine replica in ``env_config`` (``n_byzantine`` 0) only ``none`` is
+    played: there is no Byzantine replica to pin a behaviour on or to hand to an attacker.
+    """
+    if EnvConfig.from_any(env_config).n_byzantine == 0:
+        return [NO_BYZANTINE]
+    return [*BEHAVIORS, NO_BYZANTINE] + ([LEARNED_CASE] if learned else [])
+
+
+def robustness_case_config(
+    env_config: EnvConfig | Mapping[str, Any] | None, case: str
+) -> dict[str, Any]:
+    """The env config of one robustness case: a behaviour pinned, no Byzantine, or learned.
+
+    Everything else of ``env_config`` is kept (``n_byzantine``, pinned Byzantine ids, the
+    network); the adversary, attacker reward and decision rule are reset to their defaults
+    (``robustness_report`` sets the decision rule per row).
+    """
+    cfg = EnvConfig.from_any(env_config)
+    base = cfg.to_dict()
+    base.update(
+        adversary=ADVERSARIES[0],
+        attacker_reward=ATTACKER_REWARDS[0],
+        decision_rule="pbft",
+        byzantine_behaviors=BEHAVIORS,
+    )
+    if case == NO_BYZANTINE:
+        base.update(n_byzantine=0, byzantine_replicas=None)
+    elif case == LEARNED_CASE or case in BEHAVIORS:
+        if cfg.n_byzantine == 0:
+            raise ValueError(
+                f"case: {case!r} needs a Byzantine replica, but env_config has n_byzantine 0"
+            )
+        if case == LEARNED_CASE:
+            base["adversary"] = "learned"
+        else:
+            base["byzantine_behaviors"] = (case,)
+    else:
+        raise ValueError(
+            f"case: expected a behaviour of {BEHAVIORS}, {NO_BYZANTINE!r} or {LEARNED_CASE!r}, "
+            f"got {case!r}"
+        )
+    return EnvConfig.from_any(base).to_dict()
+
+
+def robustness_report(
+    policy: Policy,
+    env_config: EnvConfig | Mapping[str, Any] | None,
+    seeds: Sequence[int],
+    *,
+    threshold: Policy,
+    attacker: Policy | None = None,
+    cases: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """F1 and breach rate of every ``ROBUSTNESS_METHODS`` row under every Byzantine case.
+
+    Cases (default, ``robustness_cases``): each scripted behaviour pinned in turn, ``none``
+    (no Byzantine replica) and, when an ``attacker`` policy is given, ``learned`` (it acts
+    for the ``attacker_j`` ids). Every row of every case plays the same episodes ``seeds``.
+    ``policy`` and ``threshold`` act for any defender id (``replica_i``, ``defender_k``).
+    Returns ``{"cases": {case: {method: {f1, breach_rate, episodes}}}, "worst": {method:
+    {f1, case, breach_rate, breach_case}}, "bft_at_least": {case: bool}}``: ``worst`` holds
+    the lowest F1 over cases and the case it came from, and the highest breach rate over
+    cases and its case (the first case on ties); ``bft_at_least`` says whether the BFT
+    ensemble's F1 is at least the naive majority's and the random replica's.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds: need at least one episode")
+    cases = robustness_cases(env_config, attacker is not None) if cases is None else list(cases)
+    if not cases:
+        raise ValueError("cases: need at least one case")
+    if len(set(cases)) != len(cases):
+        raise ValueError(f"cases: duplicates in {cases}")
+    if LEARNED_CASE in cases and attacker is None:
+        raise ValueError("cases: 'learned' needs an attacker policy")
+    configs = {case: robustness_case_config(env_config, case) for case in cases}  # validate all
+    rows: dict[str, tuple[Policy, str]] = {
+        "bft_policy": (policy, "pbft"),
+        "naive_majority": (policy, "majority"),
+        "random_replica": (policy, "random_replica"),
+        "honest_replica": (single_replica(policy), "pbft"),
+        "always_allow": (always_allow, "pbft"),
+        "threshold": (threshold, "pbft"),
+    }
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for case, config in configs.items():
+        scores: dict[str, dict[str, float]] = {}
+        for method, (defenders, rule) in rows.items():
+            play = with_attackers(defenders, attacker)
+            summary = run_episodes(play, {**config, "decision_rule": rule}, seeds, method).summary()
+            scores[method] = {
+                "f1": float(summary["f1"]),
+                "breach_rate": float(summary["breached"]),
+                "episodes": int(summary["episodes"]),
+            }
+        out[case] = scores
+    worst: dict[str, dict[str, Any]] = {}
+    for method in rows:
+        f1_case = min(cases, key=lambda c, m=method: out[c][m]["f1"])
+        breach_case = max(cases, key=lambda c, m=method: out[c][m]["breach_rate"])
+        worst[method] = {
+            "f1": out[f1_case][method]["f1"],
+            "case": f1_case,
+            "breach_rate": out[breach_case][method]["breach_rate"],
+            "breach_case": breach_case,
+        }
+    at_least = {
+        c: out[c]["bft_policy"]["f1"]
+        >= max(out[c]["naive_majority"]["f1"], out[c]["random_replica"]["f1"])
+        for c in cases
+    }
+    return {"cases": out, "worst": worst, "bft_at_least": at_least}

@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from marl_bft_rllib.bft import BEHAVIORS
 from marl_bft_rllib.rllib.health import EXPLODING
 from marl_bft_rllib.tune import best_checkpoint, build_scheduler, build_stopper, search_spaces
 
@@ -233,6 +234,8 @@ def test_evaluate_writes_report_and_plots(smoke, tmp_path) -> None:
         "2",
         "--train-seeds",
         "2",
+        "--robustness-episodes",
+        "1",
         "--out",
         out,
     )
@@ -250,6 +253,36 @@ def test_evaluate_writes_report_and_plots(smoke, tmp_path) -> None:
     assert (out / "confusion_matrix.png").stat().st_size > 0
     assert (out / "learning_curve.png").stat().st_size > 0
     assert "Confusion matrix" in proc.stdout and "always_allow" in proc.stdout
+
+
+def test_learned_smoke_trains_both_sides_and_evaluate_reports_per_behaviour(tmp_path) -> None:
+    storage = tmp_path / "tune"
+    proc = _run(TRAIN, "--smoke", "--adversary", "learned", "--storage-path", storage)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = Path(proc.stdout.strip().splitlines()[-1].split()[1])
+    assert {p.name for p in (ckpt / MODULE_SUBDIR).iterdir() if p.is_dir()} == {
+        "shared",
+        "attacker",
+    }
+    out = tmp_path / "eval"
+    proc = _run(
+        EVALUATE, "--checkpoint", ckpt, "--episodes", "1", "--train-seeds", "2",
+        "--robustness-episodes", "1", "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["env_config"]["adversary"] == "scripted"  # the main table: scripted replicas
+    cases = report["robustness"]["cases"]
+    assert set(cases) == {*BEHAVIORS, "none", "learned"}
+    for scores in cases.values():
+        assert set(scores) == {
+            "bft_policy", "naive_majority", "random_replica", "honest_replica",
+            "always_allow", "threshold",
+        }  # fmt: skip
+        assert 0.0 <= scores["bft_policy"]["f1"] <= 1.0
+    assert set(report["robustness"]["worst"]) == set(next(iter(cases.values())))
+    assert (out / "robustness.png").stat().st_size > 0
+    assert "learned" in proc.stdout and "worst" in proc.stdout
 
 
 def test_evaluate_errors_are_one_line(smoke, tmp_path) -> None:

@@ -3,6 +3,7 @@
 How to run
     python experiments/train_tune.py           # local Ray, one trial, the default scenario
     python experiments/train_tune.py --smoke   # a tiny end-to-end run (tests)
+    python experiments/train_tune.py --adversary learned  # self-play: defenders + attacker
     python experiments/train_tune.py --resume  # continue the latest interrupted experiment
     python experiments/train_tune.py --address auto --search full --num-samples 8  # a search
 Evaluation is greedy on held-out seeds, checkpoints are kept by evaluation F1, and the last
@@ -30,12 +31,13 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 
 import marl_bft_rllib  # noqa: E402
 from marl_bft_rllib import tune as bft_tune  # noqa: E402
-from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
+from marl_bft_rllib.env_config import ADVERSARIES, EnvConfig  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
 
 # -- defaults: the one place to tune the main job --------------------------------------------
 DEFAULTS: dict[str, Any] = {
     "scenario": "default",
+    "adversary": "scripted",
     "num_samples": 1,
     "search": "none",
     "scheduler": "none",
@@ -102,6 +104,8 @@ FLAGS: list[str | tuple[str, Any, str | None]] = [
      "stop trials whose critic is stuck or exploding (auto: only in searches)"),
     "experiment",
     ("--scenario", sorted(SCENARIOS), None),
+    ("--adversary", ADVERSARIES,
+     "Byzantine replicas: scripted behaviours, or learned attackers trained alongside"),
     ("--per-replica-policies", "switch", "one policy per replica instead of one shared policy"),
     ("--seed", _int(0), "RLlib seed (env runners, torch)"),
     ("--storage-path", None, None),
@@ -169,7 +173,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume: {e}")
     elif args.name is None:
         args.name = f"marl_bft_{args.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.adversary == "learned" and args.per_replica_policies:
+        parser.error("--per-replica-policies: not with --adversary learned (shared + attacker)")
     overrides = {**ENV_OVERRIDES, **(SMOKE["env"] if args.smoke else {})}
+    if args.adversary != "scripted":
+        overrides["adversary"] = args.adversary
     args.env_config = scenario_config(args.scenario, **overrides)
     try:  # the env config is validated here, before Ray starts
         EnvConfig.from_any(args.env_config)

@@ -57,7 +57,12 @@ from marl_bft_rllib.rllib.callbacks import (
     add_pooled_scores,
     env_metric,
 )
-from marl_bft_rllib.rllib.config import add_evaluation, build_ppo_config
+from marl_bft_rllib.rllib.config import (
+    ATTACKER_POLICY,
+    SHARED_POLICY,
+    add_evaluation,
+    build_ppo_config,
+)
 from marl_bft_rllib.rllib.health import ValueHealthStopper, health_status_name
 from marl_bft_rllib.validation import check_int, check_number
 
@@ -175,6 +180,10 @@ PROGRESS_COLUMNS: dict[str, str] = {
     "training_iteration": "iter",
     "num_env_steps_sampled_lifetime": "env steps",
     "env_runners/episode_return_mean": "return",
+    # per side (adversary="learned": the defenders' module and the attackers')
+    f"env_runners/module_episode_returns_mean/{SHARED_POLICY}": "defender return",
+    f"env_runners/module_episode_returns_mean/{ATTACKER_POLICY}": "attacker return",
+    f"env_runners/{ENV_METRICS_KEY}/breached": "breach rate",
     EVAL_F1_LAST: "last eval F1",  # carried forward between evaluations
     VALUE_LOSS: "V loss",
     VALUE_EV: "V EV",

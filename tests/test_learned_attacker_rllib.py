@@ -8,9 +8,14 @@ import warnings
 import pytest
 import ray
 import torch
+from ray.tune.utils import flatten_dict
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.config import ATTACKER_POLICY, SHARED_POLICY, map_by_role
+from marl_bft_rllib.tune import PROGRESS_COLUMNS
+
+# progress columns RLlib itself reports (the others are added by the Tune callbacks)
+RLLIB_COLUMNS = [k for k in PROGRESS_COLUMNS if "/" in k or k.startswith("num_")]
 
 SMALL = {"train_batch_size_per_learner": 256, "minibatch_size": 64, "num_epochs": 1}
 ENV = {"horizon": 60}
@@ -69,6 +74,12 @@ def test_both_sides_train_with_their_own_critic(ray_session) -> None:
             stats = result["learners"][mid]
             assert "value_loss_unclipped" in stats and "value_explained_var" in stats
             assert _moved(before[mid], _params(algo.get_module(mid)))
+        # every column of train_tune.py's progress table is in the result: both sides'
+        # returns and the breach rate included
+        flat = flatten_dict(result, delimiter="/")
+        missing = [k for k in PROGRESS_COLUMNS if k not in flat and k in RLLIB_COLUMNS]
+        assert not missing
+        assert 0.0 <= flat["env_runners/marl_bft/breached"] <= 1.0
         returns = result["env_runners"]["module_episode_returns_mean"]
         assert returns[ATTACKER_POLICY] > 0 > returns[SHARED_POLICY]  # zero-sum, defenders lose
         # raw targets per side: the attacker's are the negated defenders' scale, not normalised

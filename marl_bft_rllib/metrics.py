@@ -6,6 +6,7 @@ these functions, so a figure means the same thing everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -93,3 +94,37 @@ def explained_variance(targets: np.ndarray, predictions: np.ndarray) -> float:
     if var <= 0.0:
         return float("nan")
     return float(1.0 - (y - p).var() / var)
+
+
+def value_moments(targets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Sums over real steps behind ``value_stats``: n, t, t^2, v, v^2, t - v, (t - v)^2."""
+    t = np.asarray(targets, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    d = t - v
+    return np.array([t.size, t.sum(), t @ t, v.sum(), v @ v, d.sum(), d @ d])
+
+
+def value_stats_from_moments(moments: np.ndarray) -> dict[str, float]:
+    """Value loss, explained variance and target / prediction moments from ``value_moments``.
+
+    Sums add over shards, so with several learners the figures are those of the whole
+    batch (``allreduce_sum`` of every learner's moments).
+    """
+    n, st, stt, sv, svv, sd, sdd = (float(x) for x in moments)
+    nan = float("nan")
+    if n <= 0:
+        return dict.fromkeys(
+            ("value_loss", "explained_var", "target_mean", "target_std", "pred_mean", "pred_std"),
+            nan,
+        ) | {"num_steps": 0.0}
+    var_t = max(stt / n - (st / n) ** 2, 0.0)
+    var_d = max(sdd / n - (sd / n) ** 2, 0.0)
+    return {
+        "value_loss": sdd / n,
+        "explained_var": 1.0 - var_d / var_t if var_t > 1e-12 * max(stt / n, 1e-300) else nan,
+        "target_mean": st / n,
+        "target_std": math.sqrt(var_t),
+        "pred_mean": sv / n,
+        "pred_std": math.sqrt(max(svv / n - (sv / n) ** 2, 0.0)),
+        "num_steps": n,
+    }

@@ -111,6 +111,9 @@ def _shard_rows(
             lambda rows: np.asarray(rows, dtype=np.float64)
         )
     learner.mc_options = dataclasses.replace(learner.mc_options, value_head_refit=True)
+    (piece,) = [c for c in learner._learner_connector.connectors if hasattr(c, "stats_fn")]
+    saved_stats_fn, stats = piece.stats_fn, {}
+    piece.stats_fn = lambda mid, figures: stats.__setitem__(mid, dict(figures))
     try:
         batch = learner._learner_connector(
             rl_module=learner.module,
@@ -121,11 +124,13 @@ def _shard_rows(
         )
     finally:
         connector.allreduce_sum, learner_module.allreduce_sum, learner.mc_options = saved
-    return rank, {
+        piece.stats_fn = saved_stats_fn
+    rows = {
         mid: {col: convert_to_numpy(b[col]).copy() for col in ROW_COLUMNS}
         for mid, b in batch.items()
         if Postprocessing.VALUE_TARGETS in b
     }
+    return rank, {**rows, "_value_stats": stats}
 
 
 def _chunks(rows: dict[str, np.ndarray]) -> dict[bytes, dict[str, np.ndarray]]:
@@ -166,6 +171,8 @@ def _two_and_one(two_learner_algo: tuple[Any, Any], reduce: bool) -> tuple[dict,
             lambda learner: _shard_rows(learner, [copy.deepcopy(episodes)])[1]
         )
         one = call.get()
+        stats = {"one": one.pop("_value_stats")}
+        stats.update((rank, per_rank[rank].pop("_value_stats")) for rank in (0, 1))
     finally:
         algo.learner_group.set_weights(weights)  # the refit moved the value head
         single.shutdown()
@@ -174,7 +181,7 @@ def _two_and_one(two_learner_algo: tuple[Any, Any], reduce: bool) -> tuple[dict,
         first, second = _chunks(per_rank[0][mid]), _chunks(per_rank[1][mid])
         two[mid] = {**first, **second}
         assert len(two[mid]) == len(first) + len(second), "a chunk on both shards"
-    return two, {mid: _chunks(rows) for mid, rows in one.items()}
+    return two, {mid: _chunks(rows) for mid, rows in one.items()}, stats
 
 
 def _max_differences(two: dict, one: dict) -> dict[str, float]:
@@ -192,7 +199,14 @@ def _max_differences(two: dict, one: dict) -> dict[str, float]:
 def test_two_learners_give_every_row_the_targets_and_advantages_of_one(
     two_learner_states, two_learner_algo
 ):
-    two, one = _two_and_one(two_learner_algo, reduce=True)
+    two, one, stats = _two_and_one(two_learner_algo, reduce=True)
+    # The honest value figures (and so the health monitor) are the whole batch's too.
+    for key in ("value_loss", "explained_var", "target_mean", "target_std", "pred_std"):
+        for rank in (0, 1):
+            assert stats[rank]["shared"][key] == pytest.approx(
+                stats["one"]["shared"][key], rel=1e-6, abs=1e-9
+            ), key
+    assert stats[0]["shared"]["num_steps"] == stats["one"]["shared"]["num_steps"]
     chunks = one["shared"].values()
     mask = np.concatenate([c[Columns.LOSS_MASK] for c in chunks]).astype(bool)
     assert len(chunks) >= 4 and mask.sum() > 100
@@ -211,7 +225,8 @@ def test_per_row_check_fails_without_the_cross_learner_reduction(
     two_learner_states, two_learner_algo
 ):
     """Negative control: each learner on its own shard only gives other rows."""
-    two, one = _two_and_one(two_learner_algo, reduce=False)
+    two, one, stats = _two_and_one(two_learner_algo, reduce=False)
+    assert stats[0]["shared"]["num_steps"] < stats["one"]["shared"]["num_steps"]
     diff = _max_differences(two, one)
     assert diff[Postprocessing.VALUE_TARGETS] > 1e-2, diff  # per-shard value-head fit
     assert diff[Postprocessing.ADVANTAGES] > 1e-2, diff  # per-shard standardisation

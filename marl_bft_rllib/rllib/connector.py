@@ -40,7 +40,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.numpy import convert_to_numpy
 from ray.rllib.utils.torch_utils import convert_to_torch_tensor
 
-from marl_bft_rllib.metrics import explained_variance
+from marl_bft_rllib.metrics import value_moments, value_stats_from_moments
 from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
 from marl_bft_rllib.validation import check_choice, check_number
 
@@ -161,17 +161,7 @@ def variance_optimal_coef(adv_constant: np.ndarray, adv_critic: np.ndarray) -> f
 
 def value_stats(targets: np.ndarray, values: np.ndarray) -> dict[str, float]:
     """Value loss, explained variance and target / prediction moments over real steps."""
-    t = targets.astype(np.float64)
-    v = values.astype(np.float64)
-    return {
-        "value_loss": float(np.mean((v - t) ** 2)) if t.size else float("nan"),
-        "explained_var": explained_variance(t, v),
-        "target_mean": float(t.mean()) if t.size else float("nan"),
-        "target_std": float(t.std()) if t.size else float("nan"),
-        "pred_mean": float(v.mean()) if v.size else float("nan"),
-        "pred_std": float(v.std()) if v.size else float("nan"),
-        "num_steps": float(t.size),
-    }
+    return value_stats_from_moments(value_moments(targets, values))
 
 
 class MonteCarloValueTargets(ConnectorV2):
@@ -232,8 +222,9 @@ class MonteCarloValueTargets(ConnectorV2):
         )
         values = fresh = self._values(module, module_batch)
         targets, adv = compute(values)
-        # Honest figures: measured on the fresh batch, before any update.
-        stats = value_stats(targets[mask], values[mask])
+        # Honest figures: measured on the fresh batch, before any update (their sums here;
+        # summed over learners and turned into figures in __call__).
+        stats: dict[str, Any] = {"moments": value_moments(targets[mask], values[mask])}
         if self.value_head_init_fn is not None and self.value_head_init_fn(
             mid, module, module_batch, targets, mask
         ):
@@ -295,9 +286,14 @@ class MonteCarloValueTargets(ConnectorV2):
         }
         if self.value_baseline == "fitted":
             self._fit_baselines(order, parts)
-        for mid, p in parts.items():
-            if self.stats_fn is not None:
-                self.stats_fn(mid, p["stats"])
+        value_sums = allreduce_sum(
+            [p["stats"].pop("moments") if (p := parts.get(mid)) else np.zeros(7) for mid in order]
+        )
+        for k, mid in enumerate(order):
+            if (p := parts.get(mid)) is not None:
+                p["stats"].update(value_stats_from_moments(value_sums[k]))
+                if self.stats_fn is not None:
+                    self.stats_fn(mid, p["stats"])
 
         moments = allreduce_sum(
             [

@@ -11,13 +11,23 @@ and the ratio to the raw env, and writes ``benchmarks/results/sampling_throughpu
 
     python benchmarks/sampling_throughput.py
     python benchmarks/sampling_throughput.py --envs 1 4 --runners 0 --steps 4000
+    python benchmarks/sampling_throughput.py --profile 4   # where sampling time goes
+
+``--profile K`` instead profiles one sampling call of ``--steps`` env steps with K envs
+in this process (cProfile) and prints its own-time per owner: this project's env and
+its RLlib pieces (connector, callbacks), RLlib's episode bookkeeping, metrics and
+connectors, torch, numpy and the rest (mostly builtins RLlib calls). It writes
+``benchmarks/results/sampling_profile.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import cProfile
 import json
 import platform
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -33,6 +43,38 @@ from marl_bft_rllib.env import BFTSecurityEnv  # noqa: E402
 from marl_bft_rllib.rllib import build_ppo_config  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampling_throughput.json"
+PROFILE = RESULTS.with_name("sampling_profile.json")
+
+
+def owner(file: str, function: str) -> str:
+    """Who a profiled function belongs to: ours (by module), RLlib (by subpackage), ..."""
+    if "marl_bft_rllib" in file:
+        rest = file.split("marl_bft_rllib/")[-1]
+        return "ours: RLlib pieces (" + rest + ")" if rest.startswith("rllib/") else "ours: env"
+    if "/rllib/" in file:
+        return "rllib: " + file.split("/rllib/")[-1].split("/")[0]
+    if "torch" in file or "torch" in function:
+        return "torch"
+    if "numpy" in file or "numpy" in function:
+        return "numpy"
+    return "other (builtins, tree, gymnasium, ...)"
+
+
+def profile_sampling(envs: int, steps: int) -> dict[str, float]:
+    """Own time per owner (fraction of the total) of one local sampling call."""
+    algo = build_ppo_config().env_runners(num_envs_per_env_runner=envs).build_algo()
+    runner = algo.env_runner
+    runner.sample(num_timesteps=steps // 2)  # warm-up
+    prof = cProfile.Profile()
+    prof.enable()
+    runner.sample(num_timesteps=steps)
+    prof.disable()
+    algo.stop()
+    groups: collections.Counter = collections.Counter()
+    for (file, _, function), (_, _, own, _, _) in pstats.Stats(prof).stats.items():
+        groups[owner(file, function)] += own
+    total = sum(groups.values())
+    return {name: t / total for name, t in groups.most_common()}
 
 
 def raw_env_rate(steps: int, seed: int = 0) -> float:
@@ -84,10 +126,32 @@ def main() -> None:
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--runners", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=8000, help="env steps sampled per cell")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: results/<name>.json")
+    parser.add_argument("--profile", type=int, default=None, metavar="ENVS")
     args = parser.parse_args()
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if args.profile is not None:
+        shares = profile_sampling(args.profile, args.steps)
+        ray.shutdown()
+        for name, share in shares.items():
+            print(f"{name:<52} {share:6.1%}")
+        ours = sum(v for k, v in shares.items() if k.startswith("ours"))
+        print(f"ours in total: {ours:.1%}; RLlib, torch and the rest: {1 - ours:.1%}")
+        out = args.out or PROFILE
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "sampling_profile",
+                    "command": "python benchmarks/sampling_throughput.py " + " ".join(sys.argv[1:]),
+                    "machine": platform.platform(),
+                    "own_time_share": shares,
+                },
+                indent=1,
+            )
+        )
+        print(f"wrote {out}")
+        return
     raw = raw_env_rate(args.steps)
     cells = []
     for runners in args.runners:
@@ -109,9 +173,10 @@ def main() -> None:
         "raw_env_steps_per_s": raw,
         "cells": cells,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 
 from marl_bft_rllib.actions import N_ACTIONS, Action
@@ -230,81 +230,32 @@ BEHAVIOR_REGISTRY: dict[str, ByzantineBehavior] = {b.name: b for b in _BEHAVIORS
 
 # ---------------------------------------------------------------- learned attackers' strategies
 # Codes continue after the behaviours'; the order is the attacker's action index.
+def _vote_strategy(action: Action, code: int) -> ByzantineBehavior:
+    """The strategy that signs ``action`` and otherwise acts like an honest replica."""
+    name = action.name.lower()
+    return ByzantineBehavior(
+        f"vote_{name}",
+        code,
+        messages="protocol",
+        vote=_fixed_vote(action),
+        primary=_fixed_primary(PRIMARY_HONEST),
+        vote_doc=name.title(),
+        backup_doc="follows the protocol",
+        primary_doc="builds a certificate like an honest primary",
+    )
+
+
+_FIRST_STRATEGY_CODE = len(_BEHAVIORS) + 1
 _STRATEGIES: tuple[ByzantineBehavior, ...] = (
-    ByzantineBehavior(
-        "vote_allow",
-        9,
-        messages="protocol",
-        vote=_fixed_vote(Action.ALLOW),
-        primary=_fixed_primary(PRIMARY_HONEST),
-        vote_doc="Allow",
-        backup_doc="follows the protocol",
-        primary_doc="builds a certificate like an honest primary",
-    ),
-    ByzantineBehavior(
-        "vote_alert",
-        10,
-        messages="protocol",
-        vote=_fixed_vote(Action.ALERT),
-        primary=_fixed_primary(PRIMARY_HONEST),
-        vote_doc="Alert",
-        backup_doc="follows the protocol",
-        primary_doc="builds a certificate like an honest primary",
-    ),
-    ByzantineBehavior(
-        "vote_block",
-        11,
-        messages="protocol",
-        vote=_fixed_vote(Action.BLOCK),
-        primary=_fixed_primary(PRIMARY_HONEST),
-        vote_doc="Block",
-        backup_doc="follows the protocol",
-        primary_doc="builds a certificate like an honest primary",
-    ),
-    ByzantineBehavior(
-        "vote_quarantine",
-        12,
-        messages="protocol",
-        vote=_fixed_vote(Action.QUARANTINE),
-        primary=_fixed_primary(PRIMARY_HONEST),
-        vote_doc="Quarantine",
-        backup_doc="follows the protocol",
-        primary_doc="builds a certificate like an honest primary",
-    ),
-    ByzantineBehavior(
-        "equivocate",
-        13,
-        messages="conflicting",
-        vote=_honest_looking_vote,
-        primary=_fixed_primary(PRIMARY_EQUIVOCATE),
-        vote_doc="an honest-looking vote",
-        backup_doc="conflicting digests to different replicas",
-        primary_doc="two certificates (its own vote signed Allow in one, Quarantine in the "
-        "other) to alternate replicas",
-    ),
-    ByzantineBehavior(
-        "silent",
-        14,
-        messages="none",
-        vote=_no_vote,
-        primary=_fixed_primary(PRIMARY_SILENT),
-        vote_doc="none",
-        backup_doc="sends nothing",
-        primary_doc="sends nothing: the view fails",
-    ),
-    ByzantineBehavior(
-        "delay",
-        15,
-        messages="late",
-        vote=_fixed_vote(Action.ALLOW),  # never arrives in time, so its value never matters
-        primary=_fixed_primary(PRIMARY_DELAY),
-        vote_doc="Allow, sent past the deadline",
-        backup_doc="sent, past the deadline",
-        primary_doc="pre-prepare past the deadline",
+    *(_vote_strategy(a, _FIRST_STRATEGY_CODE + int(a)) for a in Action),
+    # the scripted behaviours that are one-step strategies already, under their own code
+    *(
+        replace(BEHAVIOR_REGISTRY[name], code=_FIRST_STRATEGY_CODE + N_ACTIONS + k)
+        for k, name in enumerate(("equivocate", "silent", "delay"))
     ),
     ByzantineBehavior(
         "omit",
-        16,
+        _FIRST_STRATEGY_CODE + N_ACTIONS + 3,
         messages="protocol",
         vote=_fixed_vote(Action.ALLOW),
         primary=_fixed_primary(PRIMARY_SELECTIVE),
@@ -314,7 +265,7 @@ _STRATEGIES: tuple[ByzantineBehavior, ...] = (
     ),
     ByzantineBehavior(
         "stall",
-        17,
+        _FIRST_STRATEGY_CODE + N_ACTIONS + 4,
         messages="protocol",
         vote=_fixed_vote(Action.ALLOW),
         primary=_fixed_primary(PRIMARY_SILENT),

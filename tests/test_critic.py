@@ -102,7 +102,7 @@ def test_sampled_states_align_with_each_steps_observation(trained):
         episodes = algo.env_runner.sample(num_timesteps=200)
     finally:
         algo.stop()
-    checked = 0
+    checked = sliced = 0
     for episode in episodes:
         for sa in episode.agent_episodes.values():
             n = len(sa)
@@ -111,12 +111,15 @@ def test_sampled_states_align_with_each_steps_observation(trained):
             np.testing.assert_array_equal(np.stack(stored), np.stack([i["state"] for i in infos]))
             checked += n
             # A slice keeps the stored states (RLlib's MultiAgentEpisode.slice drops infos).
+            if n < 9:  # a chunk the sampler cut short: its slice would be empty
+                continue
             part = episode.slice(slice(2, 9)).agent_episodes[sa.agent_id]
             np.testing.assert_array_equal(
                 np.stack(part.get_extra_model_outputs(CRITIC_STATE, slice(0, len(part)))),
                 np.stack(stored[2:9]),
             )
-    assert checked > 100
+            sliced += 1
+    assert checked > 100 and sliced > 0
 
 
 def test_inference_only_module_has_no_critic():

@@ -6,7 +6,8 @@ One run, per training seed:
    (``adversary="learned"``, ``policies_to_train=["attacker"]``); how much it lowers their
    F1 is the robustness gap.
 3. ``selfplay``: train defenders and attacker together from scratch, for as many
-   iterations as step 1.
+   iterations as step 1 (``--selfplay-adversary``: ``mixed`` (default), the attackers are
+   learned in half of the episodes and scripted in the others; ``learned``: always).
 4. ``attack_selfplay``: train a fresh attacker against the frozen self-play defenders.
 Then both defender sets are played greedily on the same held-out episodes against each
 scripted behaviour pinned in turn, no Byzantine replica, and their own fresh attacker
@@ -16,6 +17,7 @@ Writes ``benchmarks/results/robustness.json`` and prints the tables.
 
     python benchmarks/robustness.py                  # 3 seeds, 10 + 10 iterations
     python benchmarks/robustness.py --seeds 1 --iters 3 --attack-iters 3 --episodes 4
+    python benchmarks/robustness.py --selfplay-adversary learned --out /tmp/learned.json
 
 Results to expect: the targets are (a) the self-play defenders' worst-case F1 over all
 cases, their fresh attacker included, is at least the scripted-trained defenders'; (b)
@@ -91,7 +93,7 @@ def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
     threshold = ThresholdDetector.fit({}, range(20))
     out: dict[str, Any] = {"train_seconds": {}}
     defenders: dict[str, Any] = {}
-    for name, adversary in (("scripted", "scripted"), ("selfplay", "learned")):
+    for name, adversary in (("scripted", "scripted"), ("selfplay", args.selfplay_adversary)):
         algo, secs = train(config(adversary=adversary), args.iters)
         out["train_seconds"][name] = secs
         path = workdir / f"{name}_{seed}"
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
     parser.add_argument("--envs-per-runner", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
+    parser.add_argument("--selfplay-adversary", choices=("mixed", "learned"), default="mixed")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     for flag in ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes"):

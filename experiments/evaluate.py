@@ -251,6 +251,7 @@ def scripted_env_config(env_config: Mapping[str, Any]) -> dict[str, Any]:
     if out.get("adversary", ADVERSARIES[0]) != ADVERSARIES[0]:
         out["adversary"] = ADVERSARIES[0]
         out.pop("attacker_reward", None)  # only valid with learned attackers
+        out.pop("learned_share", None)
     return out
 
 

@@ -74,7 +74,9 @@ class BFTSecurityEnv(ParallelEnv):
     are not agents; the agents are the honest replicas, ``replica_i``. With
     ``adversary="learned"`` the Byzantine replicas are agents too: ``attacker_j`` for
     the Byzantine ones and ``defender_k`` for the honest ones, which replica index each
-    holds drawn per episode (``agent_index``).
+    holds drawn per episode (``agent_index``). With ``adversary="mixed"`` an episode
+    has learned attackers with probability ``learned_share`` (drawn per episode) and
+    scripted ones otherwise; ``attacker_j`` are then not among its ``agents``.
 
     ## Action Space
     Defenders (and ``replica_i``): ``Discrete(4)``: 0 Allow, 1 Alert, 2 Block,
@@ -150,7 +152,8 @@ class BFTSecurityEnv(ParallelEnv):
         self.render_mode = render_mode
         cfg = self.config
         self.n = cfg.n_replicas
-        self.learned = cfg.adversary == "learned"
+        self.learned = cfg.adversary != "scripted"  # attacker_j agents exist (in some episodes)
+        self._attacking = self.learned  # this episode's Byzantine replicas are learned agents
         if self.learned:
             n_honest = self.n - cfg.n_byzantine
             self.possible_agents = [f"{DEFENDER_PREFIX}{k}" for k in range(n_honest)] + [
@@ -271,10 +274,13 @@ class BFTSecurityEnv(ParallelEnv):
             self._seed_seq = np.random.SeedSequence(seed)
         ev_seq, bft_seq, sensor_seq, self._seed_seq = self._seed_seq.spawn(4)
         cfg = self.config
+        role_rng = np.random.default_rng(bft_seq.spawn(1)[0])  # learned modes only
+        if cfg.adversary == "mixed":
+            self._attacking = bool(role_rng.random() < cfg.learned_share)
         self._consensus.reset(
             np.random.default_rng(bft_seq),
             byzantine=cfg.byzantine_replicas,
-            behaviors=LEARNED if self.learned else None,
+            behaviors=LEARNED if self._attacking else None,
         )
         self._events = self._source.episode(np.random.default_rng(ev_seq), cfg.horizon)
         self._sensors = ReplicaSensors(self.n, cfg.sensor_noise, np.random.default_rng(sensor_seq))
@@ -282,8 +288,10 @@ class BFTSecurityEnv(ParallelEnv):
         self.honest = np.array(self._consensus.honest, dtype=np.int64)
         self._adversary_state = self._build_adversary_state()
         if self.learned:
-            self._assign_roles(np.random.default_rng(bft_seq.spawn(1)[0]))
-            self.agents = list(self.possible_agents)
+            self._assign_roles(role_rng)
+            self.agents = [
+                a for a in self.possible_agents if self._attacking or not self.is_attacker(a)
+            ]
         else:
             self.agents = [self.possible_agents[i] for i in self.honest]
         self._defenders = [a for a in self.agents if not self.is_attacker(a)]
@@ -360,7 +368,7 @@ class BFTSecurityEnv(ParallelEnv):
                 if not 0 <= a < N_ACTIONS:
                     raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
                 votes[self.agent_index[agent]] = a
-        if self.learned:
+        if self._attacking:
             self._consensus.act_as(strategies)
         return votes
 
@@ -399,7 +407,7 @@ class BFTSecurityEnv(ParallelEnv):
             )
             for a in self._defenders
         }
-        if self.learned:  # zero-sum against the defenders' mean, or their shared part only
+        if self._attacking:  # zero-sum against the defenders' mean, or their shared part only
             if cfg.attacker_reward == "negative_mean":
                 attacker = -float(np.mean(list(rewards.values())))
             else:
@@ -452,9 +460,10 @@ class BFTSecurityEnv(ParallelEnv):
         if not self.learned:
             return {self.possible_agents[i]: obs[i] for i in self.honest}
         label = np.float32(self._event.label)
+        index = self.agent_index
         return {
-            a: np.append(obs[i], label) if self.is_attacker(a) else obs[i]
-            for a, i in self.agent_index.items()
+            a: np.append(obs[index[a]], label) if self.is_attacker(a) else obs[index[a]]
+            for a in self.agents
         }
 
     def _signals(self, label: int, restrictive: bool, result: Any) -> dict[str, float]:

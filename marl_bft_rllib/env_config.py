@@ -30,9 +30,11 @@ HELD_OUT_SEED_OFFSET = 10**6
 TIME_LIMITS = ("unbounded", "episodic")
 
 # Who drives the Byzantine replicas: "scripted" (a behaviour from byzantine_behaviors,
-# drawn per episode; the replicas are not agents) or "learned" (each is an agent,
-# attacker_j, choosing a message strategy every step; the honest ones are defender_k).
-ADVERSARIES = ("scripted", "learned")
+# drawn per episode; the replicas are not agents), "learned" (each is an agent,
+# attacker_j, choosing a message strategy every step; the honest ones are defender_k) or
+# "mixed" (learned in a learned_share of the episodes, drawn per episode, scripted in
+# the others: self-play against a population of the learned and the scripted attackers).
+ADVERSARIES = ("scripted", "learned", "mixed")
 # A learned attacker's reward: "negative_mean" (default): minus the mean of the defenders'
 # rewards; "negative_team": minus their shared part only (the committed decision's table
 # value and the breach penalty, without vote terms or STL shaping).
@@ -109,6 +111,7 @@ class EnvConfig:
     time_limit: str = "episodic"
     adversary: str = "scripted"
     attacker_reward: str = "negative_mean"
+    learned_share: float = 0.5  # adversary="mixed": share of episodes with learned attackers
     decision_rule: str = "pbft"  # "majority" / "random_replica": baselines without BFT
     seed: int | None = None
 
@@ -175,19 +178,28 @@ class EnvConfig:
             "attacker_reward", self.attacker_reward, ATTACKER_REWARDS
         )
         self.decision_rule = check_choice("decision_rule", self.decision_rule, DECISION_RULES)
+        self.learned_share = check_number(
+            "learned_share", self.learned_share, lo=0.0, hi=1.0, lo_open=True, hi_open=True
+        )
+        if self.adversary != "mixed" and self.learned_share != 0.5:
+            raise ValueError(
+                f"learned_share: only applies to adversary='mixed', got {self.learned_share!r}"
+            )
+        if self.adversary != "scripted" and self.n_byzantine < 1:
+            raise ValueError(
+                f"n_byzantine: adversary={self.adversary!r} needs at least one Byzantine "
+                "replica, got 0"
+            )
         if self.adversary == "learned":
-            if self.n_byzantine < 1:
-                raise ValueError(
-                    "n_byzantine: adversary='learned' needs at least one Byzantine replica, got 0"
-                )
             if self.byzantine_behaviors != BEHAVIORS:
                 raise ValueError(
                     "byzantine_behaviors: only apply to adversary='scripted' (learned "
                     f"attackers choose their strategy each step), got {self.byzantine_behaviors!r}"
                 )
-        elif self.attacker_reward != ATTACKER_REWARDS[0]:
+        elif self.adversary == "scripted" and self.attacker_reward != ATTACKER_REWARDS[0]:
             raise ValueError(
-                "attacker_reward: only applies to adversary='learned', got "
+                "attacker_reward: only applies to learned attackers (adversary 'learned' or "
+                "'mixed'), got "
                 f"{self.attacker_reward!r}"
             )
 

@@ -483,6 +483,7 @@ def robustness_case_config(
     base.update(
         adversary=ADVERSARIES[0],
         attacker_reward=ATTACKER_REWARDS[0],
+        learned_share=EnvConfig.learned_share,
         decision_rule="pbft",
         byzantine_behaviors=BEHAVIORS,
     )

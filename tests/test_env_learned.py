@@ -159,3 +159,20 @@ def test_naive_majority_counts_the_byzantine_vote(honest_votes: tuple, decision:
     actions = dict(zip(["replica_0", "replica_1", "replica_2"], honest_votes, strict=True))
     _, _, _, _, infos = env.step(actions)
     assert infos["replica_0"]["decision"] == decision
+
+
+def test_mixed_draws_learned_or_scripted_attackers_per_episode() -> None:
+    env = BFTSecurityEnv({"adversary": "mixed", "learned_share": 0.3, "horizon": 30})
+    parallel_api_test(env, num_cycles=60)
+    learned = 0
+    for seed in range(200):
+        _, infos = env.reset(seed=seed)
+        attacking = "attacker_0" in env.agents
+        learned += attacking
+        assert [a for a in env.agents if a.startswith("defender_")] == env.possible_agents[:3]
+        behavior = infos["defender_0"]["state"][env.state_layout()["behavior"]]
+        assert behavior.any() != attacking  # a scripted episode names its behaviour
+        assert (env._consensus.behaviors[env.agent_index["attacker_0"]] == "learned") == attacking
+        if not attacking:  # the scripted episode steps without attacker actions
+            env.step(dict.fromkeys(env.agents, 0))
+    assert 40 <= learned <= 80  # about 0.3 of 200

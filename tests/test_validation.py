@@ -118,7 +118,15 @@ BFT_BAD: dict[str, list[Any]] = {
 
 ENV_BAD: dict[str, list[Any]] = {
     "n_replicas": [With.of(3, n_byzantine=1), 0, 4.0, "4", None, True],
-    "n_byzantine": [-1, 4, 1.5, None, True, With.of(0, adversary="learned")],
+    "n_byzantine": [
+        -1,
+        4,
+        1.5,
+        None,
+        True,
+        With.of(0, adversary="learned"),
+        With.of(0, adversary="mixed"),
+    ],
     "byzantine_behaviors": [
         ("silent", "teleport"),
         (),
@@ -216,6 +224,14 @@ ENV_BAD: dict[str, list[Any]] = {
         With.of("zero", adversary="learned"),
     ],
     "decision_rule": ["raft", None, 1, "PBFT"],
+    "learned_share": [
+        0.0,
+        1.0,
+        NAN,
+        None,
+        0.3,  # only for adversary="mixed"
+        With.of(1.5, adversary="mixed"),
+    ],
     "seed": [-1, 1.5, "1", True],
 }
 

@@ -103,3 +103,21 @@ def test_frozen_defenders_stay_put(ray_session) -> None:
         assert _moved(before[ATTACKER_POLICY], _params(algo.get_module(ATTACKER_POLICY)))
     finally:
         algo.stop()
+
+
+def test_mixed_adversary_trains_with_episodes_without_attackers(ray_session) -> None:
+    """adversary='mixed': some episodes have no attacker agent; both modules still learn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = build_ppo_config(
+            {**ENV, "adversary": "mixed", "learned_share": 0.5, "seed": 0}, **SMALL
+        )
+        algo = config.build_algo()
+    try:
+        episodes = algo.env_runner.sample(num_timesteps=600, explore=True)
+        with_attacker = [("attacker_0" in ep.agent_episodes) for ep in episodes]
+        assert any(with_attacker) and not all(with_attacker)
+        result = algo.train()
+        assert {SHARED_POLICY, ATTACKER_POLICY} <= set(result["learners"])
+    finally:
+        algo.stop()

@@ -230,3 +230,37 @@ def test_per_row_check_fails_without_the_cross_learner_reduction(
     diff = _max_differences(two, one)
     assert diff[Postprocessing.VALUE_TARGETS] > 1e-2, diff  # per-shard value-head fit
     assert diff[Postprocessing.ADVANTAGES] > 1e-2, diff  # per-shard standardisation
+
+
+def test_a_module_missing_from_one_shard_keeps_the_learners_in_step(two_learner_algo) -> None:
+    """adversary='mixed': a shard of scripted episodes has no attacker rows; the learner
+    still joins every cross-learner reduction, and both end with the same attacker head."""
+    _, base = two_learner_algo
+    config = build_ppo_config(
+        {"horizon": 60, "seed": 3, "adversary": "mixed"},
+        train_batch_size_per_learner=120,
+        minibatch_size=60,
+    ).learners(num_learners=2)
+    algo = config.build_algo()
+    try:
+        episodes = algo.env_runner.sample(num_timesteps=400, explore=True)
+        scripted = [e for e in episodes if "attacker_0" not in e.agent_episodes]
+        learned = [e for e in episodes if "attacker_0" in e.agent_episodes]
+        assert scripted and learned
+        calls = algo.learner_group.foreach_learner(
+            lambda learner: _shard_rows(learner, [scripted, learned]), timeout_seconds=120
+        )
+        per_rank = dict(call.get() for call in calls)
+        assert "attacker" not in per_rank[0] and "attacker" in per_rank[1]
+        heads = algo.learner_group.foreach_learner(
+            lambda learner: {
+                k: v.detach().cpu().numpy().copy()
+                for k, v in learner.module["attacker"].unwrapped().vf.state_dict().items()
+            }
+        )
+        first, second = (call.get() for call in heads)
+        assert first.keys() == second.keys()
+        for key in first:
+            np.testing.assert_array_equal(first[key], second[key])
+    finally:
+        algo.stop()

@@ -55,6 +55,8 @@ STANDARDIZE_MODES = ("batch", "module")
 VALUE_BASELINES = ("critic", "fitted", "zero")
 
 # (module_id, module, module_batch, value_targets_all_rows, loss_mask) -> re-initialised?
+# module_batch is None for a module with no rows in this learner's shard (it joins the
+# cross-learner reductions with no rows).
 ValueHeadInitFn = Callable[[str, Any, dict, np.ndarray, np.ndarray], bool]
 # (module_id, stats) -> None; stats holds the pre-update value figures of the batch.
 StatsFn = Callable[[str, dict], None]
@@ -281,9 +283,14 @@ class MonteCarloValueTargets(ConnectorV2):
             for mid in rl_module.keys()
             if isinstance(rl_module[mid].unwrapped(), ValueFunctionAPI)
         )
-        parts = {
-            mid: self._module_pass(mid, rl_module[mid], batch[mid]) for mid in order if mid in batch
-        }
+        parts = {}
+        for mid in order:
+            if mid in batch:
+                parts[mid] = self._module_pass(mid, rl_module[mid], batch[mid])
+            elif self.value_head_init_fn is not None:
+                # No rows in this learner's shard: join the other learners' head fit anyway.
+                empty = np.zeros(0, dtype=bool)
+                self.value_head_init_fn(mid, rl_module[mid], None, empty.astype(np.float32), empty)
         if self.value_baseline == "fitted":
             self._fit_baselines(order, parts)
         value_sums = allreduce_sum(

@@ -284,11 +284,16 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         self,
         module_id: str,
         module: Any,
-        module_batch: dict,
+        module_batch: dict | None,
         targets: np.ndarray,
         mask: np.ndarray,
     ) -> bool:
-        """Fit the value head's last layer on this batch: once before any step, or every batch."""
+        """Fit the value head's last layer on this batch: once before any step, or every batch.
+
+        ``module_batch`` is None when the module has no rows in this learner's shard: the
+        learner still joins the cross-learner fit (with no rows), so every learner makes
+        the same collective calls and ends with the same head.
+        """
         method = self.mc_options.value_head_init
         if method == "none":
             return False
@@ -304,14 +309,17 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             self._warn("module %s: no linear value head found; skipping init", module_id)
             return False
         last = linears[-1]
-        captured: list[torch.Tensor] = []
-        hook = last.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
-        try:
-            with torch.no_grad():
-                module.unwrapped().compute_values(module_batch)
-        finally:
-            hook.remove()
-        x = captured[0].detach().cpu().double().numpy().reshape(mask.shape[0], -1)[mask]
+        if module_batch is None:
+            x = np.zeros((0, last.in_features))
+        else:
+            captured: list[torch.Tensor] = []
+            hook = last.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
+            try:
+                with torch.no_grad():
+                    module.unwrapped().compute_values(module_batch)
+            finally:
+                hook.remove()
+            x = captured[0].detach().cpu().double().numpy().reshape(mask.shape[0], -1)[mask]
         y = targets[mask].astype(np.float64)  # may be empty on one learner's shard: sums are 0
         w_old = last.weight.detach().cpu().double().numpy().reshape(-1)
         b_old = float(last.bias.detach().cpu().item()) if last.bias is not None else 0.0

@@ -8,7 +8,9 @@
 - ``ResumableCSVLoggerCallback``: Tune's ``CSVLoggerCallback``, except that a resumed
   trial keeps writing rows under the header already in ``progress.csv`` (Tune's own
   builds a new column set from the first resumed result, and pandas cannot read the file
-  back).
+  back). With ``ResumableJsonLoggerCallback`` (``result.json``) it also drops the rows
+  of iterations a restored trial redoes (logged before an interruption, checkpointed
+  after it), so no iteration appears twice.
 - Retries on infrastructure failures only: Tune's ``FailureConfig`` retries every failed
   trial. ``PPO`` (RLlib's, with ``NoRetryOnDeterministicErrors``) tells the driver's
   ``RetryPolicyCallback`` about a deterministic error (``is_infrastructure_error`` false)
@@ -46,8 +48,8 @@ from ray.rllib.algorithms.ppo import PPO as _RLlibPPO
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.utils.annotations import override
 from ray.tune.experiment import Trial
-from ray.tune.logger import CSVLoggerCallback
-from ray.tune.result import TRIAL_INFO
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import TRAINING_ITERATION, TRIAL_INFO
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.stopper import CombinedStopper, FunctionStopper, Stopper
 
@@ -148,12 +150,101 @@ class TuneSummaryCallbacks(MarlBftCallbacks):
         result.update(value_summary(result))
 
 
-class ResumableCSVLoggerCallback(CSVLoggerCallback):
-    """progress.csv that keeps one header across a resume (pandas can read it back)."""
+def _row_iteration(row: Mapping[str, Any]) -> int:
+    """A logged row's training_iteration (-1 when it has none)."""
+    try:
+        return int(float(row.get(TRAINING_ITERATION, -1)))
+    except (TypeError, ValueError):
+        return -1
+
+
+def drop_logged_iterations(path: Path, from_iteration: int) -> int:
+    """Remove the rows of a ``result.json`` or ``progress.csv`` from ``from_iteration`` on.
+
+    A trial restored from the checkpoint of iteration k redoes k + 1, ...: the rows that
+    those iterations logged before the interruption belong to a discarded run and would
+    repeat. Returns how many rows were removed.
+    """
+    if not path.is_file():
+        return 0
+    if path.suffix == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames, list(reader)
+        keep = [r for r in rows if _row_iteration(r) < from_iteration]
+        if header is None or len(keep) == len(rows):
+            return 0
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, header)
+            writer.writeheader()
+            writer.writerows(keep)
+        return len(rows) - len(keep)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if _row_iteration(json.loads(line)) < from_iteration]
+    if len(keep) == len(lines):
+        return 0
+    path.write_text("".join(line + "\n" for line in keep))
+    return len(lines) - len(keep)
+
+
+class _DropsRedoneIterations:
+    """Logger mixin: a result whose iteration was logged already (the trial was restored
+    from an earlier checkpoint) first removes that iteration's row and every later one."""
+
+    _log_name: str
+
+    def _drop_redone(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """Before logging ``result``: drop the rows of a discarded run of its iteration."""
+        iteration = _row_iteration(result)
+        last = getattr(self, "_last_logged", {})
+        self._last_logged = last
+        path = Path(trial.local_path, self._log_name)
+        if trial.trial_id not in last:  # first result in this process: what the file holds
+            last[trial.trial_id] = max((_row_iteration(r) for r in _read_rows(path)), default=-1)
+        if 0 <= iteration <= last[trial.trial_id]:
+            handle = getattr(self, "_trial_files", {}).get(trial)
+            if handle is not None:
+                handle.flush()  # the open handle appends after the rewrite (append mode)
+            removed = drop_logged_iterations(path, iteration)
+            logger.info("trial %s: %d logged row(s) of redone iterations removed", trial, removed)
+        last[trial.trial_id] = iteration
+
+
+def _read_rows(path: Path) -> list[Mapping[str, Any]]:
+    """The rows of a result.json / progress.csv ([] when missing or unreadable)."""
+    if not path.is_file():
+        return []
+    try:
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                return list(csv.DictReader(f))
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+class ResumableJsonLoggerCallback(_DropsRedoneIterations, JsonLoggerCallback):
+    """result.json in which no iteration appears twice, across restores."""
+
+    _log_name = "result.json"
+
+    @override(JsonLoggerCallback)
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        """Append the result, after dropping the rows of iterations being redone."""
+        self._drop_redone(trial, result)
+        super().log_trial_result(iteration, trial, result)
+
+
+class ResumableCSVLoggerCallback(_DropsRedoneIterations, CSVLoggerCallback):
+    """progress.csv that keeps one header across a resume (pandas can read it back) and in
+    which no iteration appears twice."""
+
+    _log_name = "progress.csv"
 
     @override(CSVLoggerCallback)
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         """Append a row; a continued file keeps its existing columns."""
+        self._drop_redone(trial, result)
         if trial not in self._trial_files:
             self._setup_trial(trial)
         if self._trial_csv.get(trial) is None and self._trial_continue.get(trial):
@@ -750,7 +841,11 @@ def run_config(
             metric=EVAL_F1_LAST if space else None,
             mode="max" if space else None,
         ),
-        callbacks=[ResumableCSVLoggerCallback(), RetryPolicyCallback()],
+        callbacks=[
+            ResumableCSVLoggerCallback(),
+            ResumableJsonLoggerCallback(),
+            RetryPolicyCallback(),
+        ],
         verbose=1,
     )
 

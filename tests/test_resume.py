@@ -65,3 +65,40 @@ def test_sigint_then_resume_continues_from_the_last_iteration(tmp_path):
     assert progress["training_iteration"].tolist() == iterations
     carried = [r["eval_f1_last"] for r in results if r["training_iteration"] >= 2]
     assert all(not math.isnan(f) for f in carried), carried  # restored trials re-evaluate
+
+
+class _Trial:
+    """What Tune's file loggers use of a trial."""
+
+    def __init__(self, path: Path) -> None:
+        self.local_path = str(path)
+        self.trial_id = "t0"
+        self.config: dict = {}
+        self.checkpoint = None  # nothing to fetch from remote storage
+
+    def init_local_path(self) -> None:
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
+def test_a_redone_iteration_replaces_its_logged_rows(tmp_path):
+    """Logged before an interruption, checkpointed after it: iteration 3 runs again."""
+    from marl_bft_rllib.tune import ResumableCSVLoggerCallback, ResumableJsonLoggerCallback
+
+    trial = _Trial(tmp_path)
+    first = [ResumableCSVLoggerCallback(), ResumableJsonLoggerCallback()]
+    for it in (1, 2, 3):
+        for cb in first:
+            cb.log_trial_result(it, trial, {"training_iteration": it, "x": it})
+    for cb in first:
+        cb.log_trial_end(trial)
+    resumed = [ResumableCSVLoggerCallback(), ResumableJsonLoggerCallback()]  # new process
+    for it in (3, 4):
+        for cb in resumed:
+            cb.log_trial_result(it, trial, {"training_iteration": it, "x": 10 * it})
+    for cb in resumed:
+        cb.log_trial_end(trial)
+    rows = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert [(r["training_iteration"], r["x"]) for r in rows] == [(1, 1), (2, 2), (3, 30), (4, 40)]
+    progress = pd.read_csv(tmp_path / "progress.csv")
+    assert progress["training_iteration"].tolist() == [1, 2, 3, 4]
+    assert progress["x"].tolist() == [1, 2, 30, 40]

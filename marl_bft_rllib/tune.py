@@ -231,6 +231,8 @@ class ResumableJsonLoggerCallback(_DropsRedoneIterations, JsonLoggerCallback):
     @override(JsonLoggerCallback)
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         """Append the result, after dropping the rows of iterations being redone."""
+        if trial not in self._trial_files:  # opens the file (a restore fetches it first)
+            self.log_trial_start(trial)
         self._drop_redone(trial, result)
         super().log_trial_result(iteration, trial, result)
 
@@ -244,9 +246,9 @@ class ResumableCSVLoggerCallback(_DropsRedoneIterations, CSVLoggerCallback):
     @override(CSVLoggerCallback)
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         """Append a row; a continued file keeps its existing columns."""
-        self._drop_redone(trial, result)
-        if trial not in self._trial_files:
+        if trial not in self._trial_files:  # opens the file (a restore fetches it first)
             self._setup_trial(trial)
+        self._drop_redone(trial, result)
         if self._trial_csv.get(trial) is None and self._trial_continue.get(trial):
             path = Path(trial.local_path, "progress.csv")
             with path.open() as f:

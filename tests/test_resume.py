@@ -92,6 +92,12 @@ def test_a_redone_iteration_replaces_its_logged_rows(tmp_path):
     for cb in first:
         cb.log_trial_end(trial)
     resumed = [ResumableCSVLoggerCallback(), ResumableJsonLoggerCallback()]  # new process
+    # A restored trial's logger first fetches its files from storage (Tune's
+    # _restore_from_remote): here the same rows, written again, so a drop done before
+    # the fetch would be undone by it.
+    stored = {name: (tmp_path / name).read_text() for name in ("result.json", "progress.csv")}
+    for cb in resumed:
+        cb._restore_from_remote = lambda name, _trial: (tmp_path / name).write_text(stored[name])
     for it in (3, 4):
         for cb in resumed:
             cb.log_trial_result(it, trial, {"training_iteration": it, "x": 10 * it})

@@ -158,6 +158,18 @@ def _row_iteration(row: Mapping[str, Any]) -> int:
         return -1
 
 
+def _read_rows(path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    """The CSV header (None for result.json) and the rows of a Tune log; no rows if unreadable."""
+    try:
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                return reader.fieldnames, list(reader)
+        return None, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None, []
+
+
 def drop_logged_iterations(path: Path, from_iteration: int) -> int:
     """Remove the rows of a ``result.json`` or ``progress.csv`` from ``from_iteration`` on.
 
@@ -165,26 +177,18 @@ def drop_logged_iterations(path: Path, from_iteration: int) -> int:
     those iterations logged before the interruption belong to a discarded run and would
     repeat. Returns how many rows were removed.
     """
-    if not path.is_file():
+    header, rows = _read_rows(path)
+    keep = [r for r in rows if _row_iteration(r) < from_iteration]
+    if len(keep) == len(rows):
         return 0
-    if path.suffix == ".csv":
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header, rows = reader.fieldnames, list(reader)
-        keep = [r for r in rows if _row_iteration(r) < from_iteration]
-        if header is None or len(keep) == len(rows):
-            return 0
+    if header is not None:
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, header)
             writer.writeheader()
             writer.writerows(keep)
-        return len(rows) - len(keep)
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in lines if _row_iteration(json.loads(line)) < from_iteration]
-    if len(keep) == len(lines):
-        return 0
-    path.write_text("".join(line + "\n" for line in keep))
-    return len(lines) - len(keep)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in keep))
+    return len(rows) - len(keep)
 
 
 class _DropsRedoneIterations:
@@ -193,34 +197,25 @@ class _DropsRedoneIterations:
 
     _log_name: str
 
+    def __init__(self) -> None:
+        """No trial logged yet in this process."""
+        super().__init__()
+        self._last_logged: dict[str, int] = {}  # trial id -> last iteration in its file
+
     def _drop_redone(self, trial: Any, result: Mapping[str, Any]) -> None:
         """Before logging ``result``: drop the rows of a discarded run of its iteration."""
         iteration = _row_iteration(result)
-        last = getattr(self, "_last_logged", {})
-        self._last_logged = last
+        last = self._last_logged
         path = Path(trial.local_path, self._log_name)
         if trial.trial_id not in last:  # first result in this process: what the file holds
-            last[trial.trial_id] = max((_row_iteration(r) for r in _read_rows(path)), default=-1)
+            last[trial.trial_id] = max((_row_iteration(r) for r in _read_rows(path)[1]), default=-1)
         if 0 <= iteration <= last[trial.trial_id]:
-            handle = getattr(self, "_trial_files", {}).get(trial)
+            handle = self._trial_files.get(trial)
             if handle is not None:
                 handle.flush()  # the open handle appends after the rewrite (append mode)
             removed = drop_logged_iterations(path, iteration)
             logger.info("trial %s: %d logged row(s) of redone iterations removed", trial, removed)
         last[trial.trial_id] = iteration
-
-
-def _read_rows(path: Path) -> list[Mapping[str, Any]]:
-    """The rows of a result.json / progress.csv ([] when missing or unreadable)."""
-    if not path.is_file():
-        return []
-    try:
-        if path.suffix == ".csv":
-            with path.open(newline="") as f:
-                return list(csv.DictReader(f))
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
 
 
 class ResumableJsonLoggerCallback(_DropsRedoneIterations, JsonLoggerCallback):

@@ -43,7 +43,12 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     config = build_ppo_config(
-        ENV, train_batch_size_per_learner=300, minibatch_size=None, num_epochs=1
+        # 330 steps: not a multiple of the horizon, so a rollout ends inside an episode (a
+        # cut, bootstrapped) even when no episode ends early
+        ENV,
+        train_batch_size_per_learner=330,
+        minibatch_size=None,
+        num_epochs=1,
     ).learners(learner_class=RecordingStateLearner)
     algo = config.build_algo()
     path = tmp_path_factory.mktemp("ckpt")

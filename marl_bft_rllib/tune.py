@@ -53,6 +53,8 @@ from ray.tune.result import TRAINING_ITERATION, TRIAL_INFO
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.stopper import CombinedStopper, FunctionStopper, Stopper
 
+from marl_bft_rllib import ENV_NAME
+from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.rllib.callbacks import (
     ENV_METRICS_KEY,
     MarlBftCallbacks,
@@ -697,11 +699,31 @@ class NoRetryOnDeterministicErrors:
             super().load_checkpoint(checkpoint)  # type: ignore[misc]
 
 
+def check_env_configs(config: Any) -> None:
+    """Validate a ``marl_bft`` algorithm config's training and evaluation env configs."""
+    if getattr(config, "env", None) != ENV_NAME:
+        return
+    EnvConfig.from_any(dict(config.env_config or {}))
+    if config.evaluation_config:
+        EnvConfig.from_any(dict(config.get_evaluation_config_object().env_config or {}))
+
+
 class PPO(NoRetryOnDeterministicErrors, _RLlibPPO):
     """RLlib's PPO as the Tune trainable: a deterministic error ends its trial, no retry.
 
     Same name as RLlib's, so trial directories stay ``PPO_<env>_<id>``.
     """
+
+    @override(_RLlibPPO)
+    def setup(self, config: Any) -> None:
+        """Check the env configs in the trial before RLlib builds anything, then set up.
+
+        A search space can sample an invalid value. Checked here, the trial ends with the
+        env's ``ValueError``; remote env runners would hide it behind RLlib's own errors.
+        """
+        with self._final_unless_infrastructure():
+            check_env_configs(config)
+        super().setup(config)
 
 
 class RetryPolicyCallback(tune.Callback):

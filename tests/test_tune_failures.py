@@ -171,8 +171,12 @@ def test_infrastructure_failure_is_retried(scripted, fail) -> None:
     assert result.error is None and result.metrics["training_iteration"] == 1
 
 
-def test_bad_env_config_in_a_ppo_trial_is_not_retried(ray_session, tmp_path) -> None:
-    """The real trainable: the env built in the trial (its env runner) rejects the config."""
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+def test_bad_env_config_in_a_ppo_trial_is_not_retried(
+    ray_session, tmp_path, num_env_runners: int
+) -> None:
+    """The real trainable rejects the sampled env config with the env's own error, also
+    when the env runners are remote actors (RLlib alone would then raise an IndexError)."""
     import marl_bft_rllib
 
     marl_bft_rllib.register()
@@ -181,11 +185,12 @@ def test_bad_env_config_in_a_ppo_trial_is_not_retried(ray_session, tmp_path) -> 
         training={"train_batch_size_per_learner": 64, "minibatch_size": 32, "num_epochs": 1},
         eval_interval=1,
         eval_episodes=1,
+        num_env_runners=num_env_runners,
         model={"fcnet_hiddens": [8]},
     )
     param_space = config.to_dict()
     param_space["env_config"]["horizon"] = 0  # as a search space could sample it
-    run = _run_config(tmp_path, "bad_env", max_failures=2)
+    run = _run_config(tmp_path, f"bad_env_{num_env_runners}", max_failures=2)
     (result,) = list(tune.Tuner(bft_tune.PPO, param_space=param_space, run_config=run).fit())
     assert _tune_failures(result) == 1
     assert (

@@ -17,6 +17,7 @@ from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.connector import allreduce_sum
+from marl_bft_rllib.rllib.learner import REPLAY_ROWS_KEY, MonteCarloLearnerOptions
 
 # The learner actors cannot import this test module: ship _shard_rows by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -32,13 +33,17 @@ ROW_COLUMNS = (
 
 @pytest.fixture(scope="module")
 def two_learner_algo():
-    """A PPO algorithm with num_learners=2 (gloo process group) and its config."""
+    """A PPO algorithm with num_learners=2 (gloo process group) and its config.
+
+    The critic replay phase is on, so "identical parameters" covers its steps too.
+    """
     torch.set_num_threads(1)
     # 2 learner actors + the env runner in the driver: logical CPUs may exceed cores.
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    options = MonteCarloLearnerOptions(critic_replay_batches=1)
     config = build_ppo_config(
         {"horizon": 60, "seed": 7}, train_batch_size_per_learner=120, minibatch_size=60
-    ).learners(num_learners=2)
+    ).learners(num_learners=2, learner_config_dict=options.to_learner_config_dict())
     algo = config.build_algo()
     try:
         yield algo, config
@@ -82,6 +87,7 @@ def test_two_learner_run_reports_value_metrics(two_learner_states):
     shared = results[-1]["learners"]["shared"]
     for key in ("value_explained_var", "value_baseline_coef", "value_loss_unclipped"):
         assert np.isfinite(shared[key]), key
+    assert shared[REPLAY_ROWS_KEY] > 0  # the replay phase ran (on both learners' shards)
 
 
 def test_allreduce_sum_without_a_process_group_is_identity():
@@ -234,13 +240,15 @@ def test_per_row_check_fails_without_the_cross_learner_reduction(
 
 def test_a_module_missing_from_one_shard_keeps_the_learners_in_step(two_learner_algo) -> None:
     """adversary='mixed': a shard of scripted episodes has no attacker rows; the learner
-    still joins every cross-learner reduction, and both end with the same attacker head."""
+    still joins every cross-learner reduction (the critic replay phase's too), and both
+    end with the same attacker critic."""
     _, base = two_learner_algo
+    options = MonteCarloLearnerOptions(standardize_advantages="module", critic_replay_batches=1)
     config = build_ppo_config(
         {"horizon": 60, "seed": 3, "adversary": "mixed"},
         train_batch_size_per_learner=120,
         minibatch_size=60,
-    ).learners(num_learners=2)
+    ).learners(num_learners=2, learner_config_dict=options.to_learner_config_dict())
     algo = config.build_algo()
     try:
         episodes = algo.env_runner.sample(num_timesteps=400, explore=True)
@@ -252,15 +260,26 @@ def test_a_module_missing_from_one_shard_keeps_the_learners_in_step(two_learner_
         )
         per_rank = dict(call.get() for call in calls)
         assert "attacker" not in per_rank[0] and "attacker" in per_rank[1]
-        heads = algo.learner_group.foreach_learner(
-            lambda learner: {
+
+        def critic_weights(learner: Any) -> dict[str, np.ndarray]:
+            module = learner.module["attacker"].unwrapped()
+            return {
                 k: v.detach().cpu().numpy().copy()
-                for k, v in learner.module["attacker"].unwrapped().vf.state_dict().items()
+                for k, v in module.state_dict().items()
+                if k.startswith(("vf.", "encoder.critic_encoder."))
             }
+
+        heads = [c.get() for c in algo.learner_group.foreach_learner(critic_weights)]
+        # The replay phase: rank 0 has no attacker rows and steps with zero gradients.
+        calls = algo.learner_group.foreach_learner(
+            lambda learner: (learner._replay_critic("attacker"), critic_weights(learner))[1],
+            timeout_seconds=120,
         )
-        first, second = (call.get() for call in heads)
-        assert first.keys() == second.keys()
-        for key in first:
-            np.testing.assert_array_equal(first[key], second[key])
+        replayed = [call.get() for call in calls]
+        for first, second in (heads, replayed):
+            assert first.keys() == second.keys()
+            for key in first:
+                np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+        assert any(not np.array_equal(heads[0][k], replayed[0][k]) for k in heads[0])
     finally:
         algo.stop()

@@ -12,6 +12,7 @@ from ray.tune.utils import flatten_dict
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.config import ATTACKER_POLICY, SHARED_POLICY, map_by_role
+from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
 from marl_bft_rllib.tune import PROGRESS_COLUMNS
 
 # progress columns RLlib itself reports (the others are added by the Tune callbacks)
@@ -89,18 +90,32 @@ def test_both_sides_train_with_their_own_critic(ray_session) -> None:
         algo.stop()
 
 
+def _learner_params(algo) -> dict[str, dict[str, torch.Tensor]]:
+    """Each module's full parameters (critic included) in the learner."""
+    (call,) = algo.learner_group.foreach_learner(
+        lambda learner: {m: _params(learner.module[m].unwrapped()) for m in learner.module.keys()}
+    )
+    return call.get()
+
+
 def test_frozen_defenders_stay_put(ray_session) -> None:
+    """A module left out of policies_to_train keeps actor and critic (replay phase on)."""
+    options = MonteCarloLearnerOptions(standardize_advantages="module", critic_replay_batches=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = build_ppo_config(
             ENV, adversary="learned", policies_to_train=[ATTACKER_POLICY], **SMALL
-        )
+        ).learners(learner_config_dict=options.to_learner_config_dict())
         algo = config.build_algo()
     try:
         before = {m: _params(algo.get_module(m)) for m in (SHARED_POLICY, ATTACKER_POLICY)}
-        algo.train()
+        learner_before = _learner_params(algo)
+        result = algo.train()
         assert not _moved(before[SHARED_POLICY], _params(algo.get_module(SHARED_POLICY)))
         assert _moved(before[ATTACKER_POLICY], _params(algo.get_module(ATTACKER_POLICY)))
+        learner_after = _learner_params(algo)
+        assert not _moved(learner_before[SHARED_POLICY], learner_after[SHARED_POLICY])
+        assert result["learners"][ATTACKER_POLICY]["critic_replay_rows"] > 0
     finally:
         algo.stop()
 

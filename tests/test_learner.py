@@ -19,7 +19,15 @@ from ray.tune.registry import register_env
 
 from marl_bft_rllib.metrics import explained_variance
 from marl_bft_rllib.rllib import MonteCarloPPOTorchLearner, build_ppo_config
-from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
+from marl_bft_rllib.rllib.learner import (
+    REPLAY_BATCHES_KEY,
+    REPLAY_KL_KEY,
+    REPLAY_LOSS_KEY,
+    REPLAY_ROWS_KEY,
+    REPLAY_TARGETS,
+    MonteCarloLearnerOptions,
+    _is_critic_param,
+)
 
 GAMMA = 0.97
 TERM_LEN, TRUNC_LEN = 8, 11
@@ -265,6 +273,65 @@ def test_options_validation():
         MonteCarloLearnerOptions(value_head_init="magic")
     with pytest.raises(ValueError, match="unknown option"):
         MonteCarloLearnerOptions.from_learner_config_dict({"monte_carlo": {"nope": 1}})
+    with pytest.raises(ValueError, match="critic_replay_batches"):
+        MonteCarloLearnerOptions(critic_replay_batches=-1)
+    with pytest.raises(ValueError, match="critic_replay_batches"):
+        MonteCarloLearnerOptions(critic_replay_batches=1.5)
+    with pytest.raises(ValueError, match="critic_replay_epochs"):
+        MonteCarloLearnerOptions(critic_replay_epochs=0)
+    with pytest.raises(ValueError, match="critic_replay_max_kl"):
+        MonteCarloLearnerOptions(critic_replay_max_kl=-0.1)
+    with pytest.raises(ValueError, match="critic_replay_batches.*separate_critic_optimizer"):
+        MonteCarloLearnerOptions(critic_replay_batches=2, separate_critic_optimizer=False)
+
+
+def test_critic_replay_refits_the_critic_alone_on_recent_batches(ray_session):
+    """The replay phase keeps the current batch and K earlier ones, fits their raw targets
+    (its loss falls when repeated) and moves critic parameters only."""
+    config = toy_config(
+        MonteCarloPPOTorchLearner,
+        critic_replay_batches=2,
+        critic_replay_epochs=2,
+        critic_replay_max_kl=None,
+    )
+    algo = config.build_algo()
+    try:
+        results = [algo.train() for _ in range(4)]
+        learner = algo.learner_group._learner
+        buffer = learner._critic_replay["a0"]
+        module = learner.module["a0"].unwrapped()
+        before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        losses = []
+        for _ in range(6):
+            learner._replay_critic("a0")
+            losses.append(float(learner.metrics.peek(("a0", REPLAY_LOSS_KEY))))
+        after = module.state_dict()
+    finally:
+        algo.stop()
+    rows = [r["learners"]["a0"][REPLAY_ROWS_KEY] for r in results]
+    assert len(buffer) == 3  # the current batch + 2 earlier ones, the oldest dropped
+    assert rows[0] < rows[1] < rows[2] and rows[3] == sum(len(b[REPLAY_TARGETS]) for b in buffer)
+    assert float(buffer[-1][REPLAY_TARGETS].abs().max()) > 10  # raw targets, not standardised
+    assert losses[-1] < losses[0], losses
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(_is_critic_param(k) for k in moved), moved
+
+
+def test_critic_replay_drops_batches_of_a_policy_that_moved_on(ray_session):
+    """critic_replay_max_kl: earlier batches whose sampling policy is farther than that
+    from the current one are left out; the newest batch is always replayed."""
+    config = toy_config(
+        MonteCarloPPOTorchLearner, critic_replay_batches=2, critic_replay_max_kl=0.0
+    )
+    algo = config.build_algo()
+    try:
+        results = [algo.train() for _ in range(3)]
+    finally:
+        algo.stop()
+    last = results[-1]["learners"]["a0"]
+    assert last[REPLAY_KL_KEY] > 0.0  # the policy moved since the earlier batches
+    assert last[REPLAY_BATCHES_KEY] == 1.0
+    assert last[REPLAY_ROWS_KEY] == results[0]["learners"]["a0"][REPLAY_ROWS_KEY] > 0
 
 
 def test_build_ppo_config_rejects_bad_training_keys():

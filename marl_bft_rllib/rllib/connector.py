@@ -60,6 +60,10 @@ VALUE_BASELINES = ("critic", "fitted", "zero")
 ValueHeadInitFn = Callable[[str, Any, dict, np.ndarray, np.ndarray], bool]
 # (module_id, stats) -> None; stats holds the pre-update value figures of the batch.
 StatsFn = Callable[[str, dict], None]
+# (module_id, module_batch, value_targets_all_rows, loss_mask) -> None; sees each module
+# batch's final raw targets (for example to keep them for critic replay); module_batch is
+# None for a module with no rows in this learner's shard.
+TargetsFn = Callable[[str, dict, np.ndarray, np.ndarray], None]
 
 
 def _chunk_layout(
@@ -181,6 +185,7 @@ class MonteCarloValueTargets(ConnectorV2):
         value_baseline: str = "critic",
         value_head_init_fn: ValueHeadInitFn | None = None,
         stats_fn: StatsFn | None = None,
+        targets_fn: TargetsFn | None = None,
         **kwargs,
     ) -> None:
         """Set the discount, GAE lambda, estimator, standardisation scope and baseline."""
@@ -197,6 +202,7 @@ class MonteCarloValueTargets(ConnectorV2):
         self.standardize_advantages = standardize_advantages
         self.value_head_init_fn = value_head_init_fn
         self.stats_fn = stats_fn
+        self.targets_fn = targets_fn
 
     @staticmethod
     def _values(module: Any, module_batch: dict) -> np.ndarray:
@@ -237,6 +243,8 @@ class MonteCarloValueTargets(ConnectorV2):
         if self.value_baseline == "zero":
             _, adv = compute(values, baseline=np.zeros_like(values))
             stats["baseline_coef"] = 0.0
+        if self.targets_fn is not None:
+            self.targets_fn(mid, module_batch, targets, mask)
         return {"mask": mask, "compute": compute, "values": values, "fresh": fresh,
                 "targets": targets, "adv": adv, "stats": stats}  # fmt: skip
 
@@ -287,10 +295,14 @@ class MonteCarloValueTargets(ConnectorV2):
         for mid in order:
             if mid in batch:
                 parts[mid] = self._module_pass(mid, rl_module[mid], batch[mid])
-            elif self.value_head_init_fn is not None:
-                # No rows in this learner's shard: join the other learners' head fit anyway.
-                empty = np.zeros(0, dtype=bool)
+                continue
+            # No rows in this learner's shard: join the other learners' head fit anyway,
+            # and keep the per-module bookkeeping aligned with theirs.
+            empty = np.zeros(0, dtype=bool)
+            if self.value_head_init_fn is not None:
                 self.value_head_init_fn(mid, rl_module[mid], None, empty.astype(np.float32), empty)
+            if self.targets_fn is not None:
+                self.targets_fn(mid, None, empty.astype(np.float32), empty)
         if self.value_baseline == "fitted":
             self._fit_baselines(order, parts)
         value_sums = allreduce_sum(

@@ -10,7 +10,11 @@ documented extension points:
   clips each optimiser with its own threshold;
 - a one-off, data-dependent initialisation of the value head's last layer from the
   first batch of returns, done only while the critic optimiser has taken no step (so a
-  restored checkpoint is never re-initialised).
+  restored checkpoint is never re-initialised);
+- optionally (``critic_replay_batches``), a critic-only phase after each PPO update
+  (``after_gradient_based_update()``) that re-fits the critic on the raw Monte Carlo
+  targets of the last few train batches, as in PPG's auxiliary phase: more data for the
+  critic alone, the policy untouched.
 Options come from ``config.learners(learner_config_dict={"monte_carlo": {...}})``, see
 ``MonteCarloLearnerOptions``. Targets are never normalised or rescaled.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -32,8 +37,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.rllib.connector import (
     ADVANTAGE_ESTIMATORS,
@@ -42,9 +49,9 @@ from marl_bft_rllib.rllib.connector import (
     MonteCarloValueTargets,
     allreduce_sum,
 )
-from marl_bft_rllib.rllib.critic import AddCriticStateToBatch
+from marl_bft_rllib.rllib.critic import CRITIC_STATE, AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
-from marl_bft_rllib.validation import check_bool, check_choice, check_number
+from marl_bft_rllib.validation import check_bool, check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,11 @@ VALUE_PRED_STD_KEY = "value_pred_std"
 VALUE_HEALTH_KEY = "value_health"
 VALUE_HEAD_INIT_KEY = "value_head_initialised"
 BASELINE_COEF_KEY = "value_baseline_coef"
+REPLAY_LOSS_KEY = "critic_replay_loss"  # mean squared error of the replay phase's last pass
+REPLAY_ROWS_KEY = "critic_replay_rows"  # real steps replayed (this learner's shard)
+REPLAY_BATCHES_KEY = "critic_replay_batches_used"  # batches replayed, the newest included
+REPLAY_KL_KEY = "critic_replay_kl_max"  # largest policy KL of an earlier buffered batch
+REPLAY_TARGETS = "replay_value_targets"  # buffer column: the raw targets as computed
 
 
 @dataclass
@@ -92,6 +104,16 @@ class MonteCarloLearnerOptions:
         honest pre-update figures are taken), not only on the first: Adam moves a raw
         output by about lr per step, far slower than the returns' scale drifts while
         the policy improves; the closed-form fit tracks it. Targets stay raw.
+    critic_replay_batches: after each PPO update, re-fit the critic alone (its own
+        optimiser, mean squared error on the raw targets as they were computed) on the
+        real steps of the current train batch and of this many earlier ones (PPG-style
+        auxiliary phase); 0 (default) turns the phase off. The buffer lives in the
+        learner and is not checkpointed: after a restore it refills from empty.
+    critic_replay_epochs: passes over those steps per phase, in minibatches of the
+        config's ``minibatch_size``.
+    critic_replay_max_kl: an earlier batch is replayed only while KL(policy that sampled
+        it || current policy), averaged over its steps, is at most this (its returns
+        still describe the current policy); None replays every buffered batch.
     health_*: thresholds of ``HealthConfig`` (window, stuck_ev, stuck_tolerance,
         explode_factor).
     warn_vf_clip: warn when ``vf_clip_param`` is below the scale of the returns.
@@ -106,6 +128,9 @@ class MonteCarloLearnerOptions:
     value_head_init: str = "lstsq"
     init_ridge: float = 1e-3
     value_head_refit: bool = False
+    critic_replay_batches: int = 0
+    critic_replay_epochs: int = 1
+    critic_replay_max_kl: float | None = 0.05
     health_window: int = 10
     health_stuck_ev: float = 0.05
     health_stuck_tolerance: float = 0.5
@@ -124,6 +149,15 @@ class MonteCarloLearnerOptions:
         check_choice("value_head_init", self.value_head_init, VALUE_HEAD_INITS)
         check_number("init_ridge", self.init_ridge, lo=0.0)
         check_bool("value_head_refit", self.value_head_refit)
+        check_int("critic_replay_batches", self.critic_replay_batches, lo=0)
+        check_int("critic_replay_epochs", self.critic_replay_epochs, lo=1)
+        if self.critic_replay_max_kl is not None:
+            check_number("critic_replay_max_kl", self.critic_replay_max_kl, lo=0.0)
+        if self.critic_replay_batches and not self.separate_critic_optimizer:
+            raise ValueError(
+                "critic_replay_batches: the replay phase steps the critic's own optimiser; "
+                "it needs separate_critic_optimizer=True"
+            )
         check_bool("warn_vf_clip", self.warn_vf_clip)
         self.health_config()  # validates the health_* fields
 
@@ -182,6 +216,8 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         self.health_monitors: dict[str, ValueHealthMonitor] = {}
         self._value_head_checked: set[str] = set()
         self._vf_clip_warned: set[str] = set()
+        # module_id -> the last critic_replay_batches + 1 batches: (critic inputs, targets)
+        self._critic_replay: dict[str, deque] = {}
         super().build()
         if self.config.num_aggregator_actors_per_learner > 0:
             raise ValueError(
@@ -213,6 +249,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
                 value_baseline=self.mc_options.value_baseline,
                 value_head_init_fn=self._maybe_init_value_head,
                 stats_fn=self._log_value_stats,
+                targets_fn=self._keep_for_replay if self.mc_options.critic_replay_batches else None,
             )
         )
 
@@ -295,8 +332,8 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         the same collective calls and ends with the same head.
         """
         method = self.mc_options.value_head_init
-        if method == "none":
-            return False
+        if method == "none" or not self.should_module_be_updated(module_id):
+            return False  # a frozen module (not in policies_to_train) keeps its head
         if not self.mc_options.value_head_refit:
             if module_id in self._value_head_checked:
                 return False
@@ -334,6 +371,120 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             "module %s: value head initialised (%s) from %d steps", module_id, method, y.size
         )
         return True
+
+    # ---------------------------------------------------------------- critic replay
+    def _keep_for_replay(
+        self, module_id: str, module_batch: dict | None, targets: np.ndarray, mask: np.ndarray
+    ) -> None:
+        """Keep this batch's real steps (critic inputs, actions, log-probs) and raw targets.
+
+        A module with no rows in this learner's shard gets an empty entry, so every
+        learner's buffer holds the same batches in the same order.
+        """
+        keys = (Columns.OBS, CRITIC_STATE, Columns.ACTIONS, Columns.ACTION_LOGP)
+        rows = {}
+        if module_batch is not None:
+            rows = {
+                key: torch.as_tensor(convert_to_numpy(module_batch[key])[mask])
+                for key in keys
+                if key in module_batch
+            }
+        rows[REPLAY_TARGETS] = torch.as_tensor(targets[mask], dtype=torch.float32)
+        buffer = self._critic_replay.setdefault(
+            module_id, deque(maxlen=self.mc_options.critic_replay_batches + 1)
+        )
+        buffer.append(rows)
+
+    @override(PPOTorchLearner)
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        """PPO's schedules, then (``critic_replay_batches`` > 0) the critic replay phase."""
+        super().after_gradient_based_update(timesteps=timesteps)
+        if self.mc_options.critic_replay_batches:
+            for module_id in sorted(self.module.keys()):
+                names = [n for n, _ in self.get_optimizers_for_module(module_id)]
+                # A frozen module (not in policies_to_train) keeps its critic too.
+                if CRITIC_OPTIMIZER in names and self.should_module_be_updated(module_id):
+                    self._replay_critic(module_id)
+
+    def _policy_kl(self, module: Any, rows: dict) -> tuple[float, float]:
+        """(sum, count) over rows of KL(policy that sampled them || current policy), k3."""
+        if Columns.ACTION_LOGP not in rows or not len(rows[REPLAY_TARGETS]):
+            return 0.0, 0.0
+        device = next(module.parameters()).device
+        batch = {Columns.OBS: rows[Columns.OBS].to(device)}
+        with torch.no_grad():
+            logits = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
+            dist_cls = module.get_train_action_dist_cls()
+            logp = dist_cls.from_logits(logits).logp(rows[Columns.ACTIONS].to(device))
+            log_ratio = logp.double() - rows[Columns.ACTION_LOGP].to(device).double()
+            k3 = torch.expm1(log_ratio) - log_ratio  # >= 0, unbiased for KL(old || new)
+        return float(k3.sum()), float(k3.numel())
+
+    def _replay_critic(self, module_id: str) -> None:
+        """Re-fit the critic on the buffered batches' raw targets (critic optimiser only).
+
+        An earlier batch is replayed only while the policy that sampled it is within
+        ``critic_replay_max_kl`` of the current one (its returns still describe this
+        policy); the newest batch always is. With several learners the KL and row counts
+        are summed over all shards, gradients are averaged, and every learner takes the
+        same steps, so parameters stay identical.
+        """
+        opts = self.mc_options
+        module = self.module[module_id].unwrapped()
+        optimizer = self.get_optimizer(module_id, CRITIC_OPTIMIZER)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        buffer = list(self._critic_replay.get(module_id, ()))
+        if not buffer:
+            return
+        kl = allreduce_sum([self._policy_kl(module, rows) for rows in buffer[:-1]] + [[0, 0]])
+        mean_kl = kl[:, 0] / np.maximum(kl[:, 1], 1.0)
+        kept = [
+            rows
+            for rows, value in zip(buffer, mean_kl, strict=True)
+            if opts.critic_replay_max_kl is None or value <= opts.critic_replay_max_kl
+        ]
+        kept = [rows for rows in kept if len(rows[REPLAY_TARGETS])]  # empty: absent module
+        keys = [k for k in (Columns.OBS, CRITIC_STATE) if kept and k in kept[0]]
+        inputs = {k: torch.cat([rows[k] for rows in kept]) for k in keys}
+        targets = torch.cat([rows[REPLAY_TARGETS] for rows in kept] or [torch.zeros(0)])
+        n_local = int(targets.shape[0])
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        n_total = float(allreduce_sum([n_local])[0])
+        size = int(self.config.minibatch_size or max(n_total, 1))
+        steps_per_pass = math.ceil(n_total / (world * size)) if n_total else 0
+        device = params[0].device
+        losses: list[float] = []
+        for _ in range(opts.critic_replay_epochs):
+            order = torch.randperm(n_local) if n_local else None
+            losses = []
+            for step in range(steps_per_pass):
+                optimizer.zero_grad(set_to_none=False)
+                if n_local:
+                    idx = order[(torch.arange(size) + step * size) % n_local]
+                    batch = {k: v[idx].to(device) for k, v in inputs.items()}
+                    loss = torch.mean(
+                        torch.square(module.compute_values(batch) - targets[idx].to(device))
+                    )
+                    loss.backward()
+                    losses.append(float(loss.detach()))
+                if world > 1:
+                    for p in params:
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                        p.grad /= world
+                if opts.critic_grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, opts.critic_grad_clip)
+                optimizer.step()
+        figures = {
+            REPLAY_ROWS_KEY: float(n_local),
+            REPLAY_BATCHES_KEY: float(len(kept)),
+            REPLAY_KL_KEY: float(mean_kl[:-1].max()) if len(buffer) > 1 else 0.0,
+        }
+        if losses:
+            figures[REPLAY_LOSS_KEY] = float(np.mean(losses))
+        for key, value in figures.items():
+            self.metrics.log_value((module_id, key), value, window=1)
 
     # ---------------------------------------------------------------- metrics
     def _log_value_stats(self, module_id: str, stats: dict) -> None:

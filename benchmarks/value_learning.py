@@ -22,6 +22,8 @@ After every iteration, for every variant the same way:
 Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
 
     python benchmarks/value_learning.py               # the lever rows, 3 seeds x 30 iterations
+    python benchmarks/value_learning.py --variants ours:critic_replay_batches=0 ours \
+        --out benchmarks/results/value_learning_replay_kl.json   # critic replay off / on
     python benchmarks/value_learning.py --iters 10 \
         --variants stock:lambda_=0.95 stock:lambda_=0.5 stock:gamma=0.95 \
         --out benchmarks/results/value_learning_grid.json    # stock's (gamma, lambda) grid
@@ -74,7 +76,8 @@ DEFAULT_VARIANTS = (
     "nocritic",
     "ours:critic=local",
     "ours:value_baseline=critic",
-    "ours:time_limit=episodic",
+    "ours:time_limit=unbounded",
+    "ours:critic_replay_batches=0",
 )
 F1_GOAL = 0.9
 

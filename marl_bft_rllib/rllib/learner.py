@@ -1,6 +1,6 @@
 """PPO torch learner with raw Monte Carlo value targets that the critic can actually learn.
 
-``MonteCarloPPOTorchLearner`` is RLlib's ``PPOTorchLearner`` with three changes, all at
+``MonteCarloPPOTorchLearner`` is RLlib's ``PPOTorchLearner`` with these changes, all at
 documented extension points:
 - ``build()``: ``GeneralAdvantageEstimation`` is removed from the learner connector
   pipeline and ``MonteCarloValueTargets`` appended in its place (raw return targets,
@@ -11,7 +11,7 @@ documented extension points:
 - a one-off, data-dependent initialisation of the value head's last layer from the
   first batch of returns, done only while the critic optimiser has taken no step (so a
   restored checkpoint is never re-initialised);
-- optionally (``critic_replay_batches``), a critic-only phase after each PPO update
+- a critic-only phase after each PPO update (``critic_replay_batches``)
   (``after_gradient_based_update()``) that re-fits the critic on the raw Monte Carlo
   targets of the last few train batches, as in PPG's auxiliary phase: more data for the
   critic alone, the policy untouched.
@@ -107,8 +107,10 @@ class MonteCarloLearnerOptions:
     critic_replay_batches: after each PPO update, re-fit the critic alone (its own
         optimiser, mean squared error on the raw targets as they were computed) on the
         real steps of the current train batch and of this many earlier ones (PPG-style
-        auxiliary phase); 0 (default) turns the phase off. The buffer lives in the
-        learner and is not checkpointed: after a restore it refills from empty.
+        auxiliary phase); 0 turns the phase off. Default 7 (with 2 epochs): critic EV on
+        fresh batches over the last 5 of 30 iterations 0.71 against 0.44 without, F1
+        level (benchmarks/value_learning.py, 3 seeds). The buffer lives in the learner
+        and is not checkpointed: after a restore it refills from empty.
     critic_replay_epochs: passes over those steps per phase, in minibatches of the
         config's ``minibatch_size``.
     critic_replay_max_kl: an earlier batch is replayed only while KL(policy that sampled
@@ -128,8 +130,8 @@ class MonteCarloLearnerOptions:
     value_head_init: str = "lstsq"
     init_ridge: float = 1e-3
     value_head_refit: bool = False
-    critic_replay_batches: int = 0
-    critic_replay_epochs: int = 1
+    critic_replay_batches: int = 7
+    critic_replay_epochs: int = 2
     critic_replay_max_kl: float | None = 0.05
     health_window: int = 10
     health_stuck_ev: float = 0.05
@@ -156,7 +158,7 @@ class MonteCarloLearnerOptions:
         if self.critic_replay_batches and not self.separate_critic_optimizer:
             raise ValueError(
                 "critic_replay_batches: the replay phase steps the critic's own optimiser; "
-                "it needs separate_critic_optimizer=True"
+                "with separate_critic_optimizer=False set critic_replay_batches=0"
             )
         check_bool("warn_vf_clip", self.warn_vf_clip)
         self.health_config()  # validates the health_* fields

@@ -63,7 +63,7 @@ StatsFn = Callable[[str, dict], None]
 # (module_id, module_batch, value_targets_all_rows, loss_mask) -> None; sees each module
 # batch's final raw targets (for example to keep them for critic replay); module_batch is
 # None for a module with no rows in this learner's shard.
-TargetsFn = Callable[[str, dict, np.ndarray, np.ndarray], None]
+TargetsFn = Callable[[str, dict | None, np.ndarray, np.ndarray], None]
 
 
 def _chunk_layout(

@@ -110,7 +110,9 @@ class MonteCarloLearnerOptions:
         auxiliary phase); 0 turns the phase off. Default 7 (with 2 epochs): critic EV on
         fresh batches over the last 5 of 30 iterations 0.71 against 0.44 without, F1
         level (benchmarks/value_learning.py, 3 seeds). The buffer lives in the learner
-        and is not checkpointed: after a restore it refills from empty.
+        (K + 1 batches of critic inputs: about 17 MB per module at the defaults, more with
+        many replicas or big batches) and is not checkpointed: after a restore it
+        refills from empty.
     critic_replay_epochs: passes over those steps per phase, in minibatches of the
         config's ``minibatch_size``.
     critic_replay_max_kl: an earlier batch is replayed only while KL(policy that sampled

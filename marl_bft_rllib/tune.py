@@ -199,6 +199,17 @@ class _DropsRedoneIterations:
 
     _log_name: str
 
+    def _open_trial(self, trial: Any) -> None:
+        """Open the trial's file as the logger class does (its own setup method)."""
+        raise NotImplementedError
+
+    def _before_log(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """Open the trial's file if needed (a restore fetches it first), then drop the
+        rows of iterations being redone."""
+        if trial not in self._trial_files:
+            self._open_trial(trial)
+        self._drop_redone(trial, result)
+
     def __init__(self) -> None:
         """No trial logged yet in this process."""
         super().__init__()
@@ -225,12 +236,14 @@ class ResumableJsonLoggerCallback(_DropsRedoneIterations, JsonLoggerCallback):
 
     _log_name = "result.json"
 
+    def _open_trial(self, trial: Any) -> None:
+        """JsonLoggerCallback opens a trial's file when the trial starts."""
+        self.log_trial_start(trial)
+
     @override(JsonLoggerCallback)
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         """Append the result, after dropping the rows of iterations being redone."""
-        if trial not in self._trial_files:  # opens the file (a restore fetches it first)
-            self.log_trial_start(trial)
-        self._drop_redone(trial, result)
+        self._before_log(trial, result)
         super().log_trial_result(iteration, trial, result)
 
 
@@ -240,12 +253,14 @@ class ResumableCSVLoggerCallback(_DropsRedoneIterations, CSVLoggerCallback):
 
     _log_name = "progress.csv"
 
+    def _open_trial(self, trial: Any) -> None:
+        """CSVLoggerCallback opens a trial's file in its trial setup."""
+        self._setup_trial(trial)
+
     @override(CSVLoggerCallback)
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         """Append a row; a continued file keeps its existing columns."""
-        if trial not in self._trial_files:  # opens the file (a restore fetches it first)
-            self._setup_trial(trial)
-        self._drop_redone(trial, result)
+        self._before_log(trial, result)
         if self._trial_csv.get(trial) is None and self._trial_continue.get(trial):
             path = Path(trial.local_path, "progress.csv")
             with path.open() as f:

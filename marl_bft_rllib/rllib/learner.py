@@ -383,8 +383,11 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         """Keep this batch's real steps (critic inputs, actions, log-probs) and raw targets.
 
         A module with no rows in this learner's shard gets an empty entry, so every
-        learner's buffer holds the same batches in the same order.
+        learner's buffer holds the same batches in the same order. A frozen module (not
+        in policies_to_train, the same on every learner) is never replayed: nothing kept.
         """
+        if not self.should_module_be_updated(module_id):
+            return
         keys = (Columns.OBS, CRITIC_STATE, Columns.ACTIONS, Columns.ACTION_LOGP)
         rows = {}
         if module_batch is not None:

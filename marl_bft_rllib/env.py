@@ -18,6 +18,7 @@ from marl_bft_rllib.bft import (
     LEARNED,
     N_STRATEGIES,
 )
+from marl_bft_rllib.bft.aggregate import robust_aggregate
 from marl_bft_rllib.bft.byzantine import strategy_table
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.events import ReplicaSensors, make_source
@@ -28,6 +29,9 @@ from marl_bft_rllib.stl.shaping import STLShaper
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
 VIEW_CHANGE_TAU = 10.0  # steps: view_change_recency = exp(-(steps since view change) / tau)
 STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that observation
+# infos[defender][COUNTERFACTUAL_INFO_KEY]: (4,) float32, the step's team + vote reward had
+# this defender voted each action, everything else fixed (see "Rewards" below)
+COUNTERFACTUAL_INFO_KEY = "counterfactual_rewards"
 DEFENDER_PREFIX = "defender_"  # agent ids with adversary="learned": defender_k, attacker_j
 ATTACKER_PREFIX = "attacker_"
 
@@ -118,6 +122,13 @@ class BFTSecurityEnv(ParallelEnv):
     A learned attacker gets minus the defenders' mean reward (``attacker_reward=
     "negative_mean"``, default) or minus their shared part, the committed decision's
     table value plus the breach penalty (``"negative_team"``).
+    Every step's infos give each defender ``"counterfactual_rewards"``: a ``(4,)``
+    vector, the team + vote part of its reward had it voted each action, with the other
+    votes of the committed certificate, the label and the protocol run held fixed (a
+    vote outside the certificate changes only the vote part). STL shaping and the
+    breach penalty are left out (they depend on the future). NaN where the committed
+    decision cannot be rebuilt from the certificate. The learner's counterfactual
+    baseline (COMA-style) reads it.
 
     ## Starting State
     ``reset(seed)`` seeds everything of the episode: the event stream, which replicas
@@ -180,6 +191,11 @@ class BFTSecurityEnv(ParallelEnv):
         self.n_context = len(self._source.context_names)
         self.n_hosts = self._source.n_hosts
         self._consensus = DECISION_RULES[cfg.decision_rule](cfg.bft)
+        # reward table by [label, action]: rebuilds counterfactual rewards (pbft rule only)
+        self._reward_by_action = np.array(
+            [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)]
+        )
+        self._rebuilds_decisions = cfg.decision_rule == "pbft"
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
         )
@@ -342,6 +358,8 @@ class BFTSecurityEnv(ParallelEnv):
             self._event = self._events.current()
         obs = self._observe()
         infos = self._step_infos(int(event.label), result, last)
+        for agent, cf in self._counterfactual_rewards(int(event.label), result).items():
+            infos[agent][COUNTERFACTUAL_INFO_KEY] = cf
         if last:
             self.agents = []
         return obs, rewards, terms, truncs, infos
@@ -414,6 +432,29 @@ class BFTSecurityEnv(ParallelEnv):
                 attacker = -float(team + penalty)
             rewards.update((a, attacker) for a in self.agents if self.is_attacker(a))
         return rewards
+
+    def _counterfactual_rewards(self, label: int, result: Any) -> dict[str, np.ndarray]:
+        """Per defender, the team + vote reward had it voted each action (others fixed)."""
+        table = self._reward_by_action[label]
+        vote_part = self.config.vote_weight * table
+        decision = int(result.decision)
+        members = [int(i) for i in np.flatnonzero(result.certificate)] if result.committed else []
+        votes = [int(result.revealed_votes[i]) for i in members]
+        f = self.config.bft.f
+        if not self._rebuilds_decisions or (votes and robust_aggregate(votes, f) != decision):
+            nan = np.full(N_ACTIONS, np.nan, np.float32)  # not rebuildable from a certificate
+            return {agent: nan.copy() for agent in self._defenders}
+        unchanged = (table[decision] + vote_part).astype(np.float32)
+        out = {}
+        for agent in self._defenders:
+            i = self.agent_index[agent]
+            if i not in members:  # undecided, or its vote is not in the certificate
+                out[agent] = unchanged.copy()
+                continue
+            others = [v for j, v in zip(members, votes, strict=True) if j != i]
+            decisions = [robust_aggregate([*others, a], f) for a in range(N_ACTIONS)]
+            out[agent] = (table[decisions] + vote_part).astype(np.float32)
+        return out
 
     def _record_history(self, result: Any) -> None:
         """Shift the own-vote, decision, peer-vote and view-change history."""

@@ -24,6 +24,9 @@ Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
     python benchmarks/value_learning.py               # the lever rows, 3 seeds x 30 iterations
     python benchmarks/value_learning.py --variants ours:critic_replay_batches=0 ours \
         --out benchmarks/results/value_learning_replay_kl.json   # critic replay off / on
+    python benchmarks/value_learning.py --variants ours ours:counterfactual_baseline=trace \
+        ours:counterfactual_baseline=all_actions stock stock:gamma=0.95 \
+        --out benchmarks/results/value_learning_counterfactual.json  # today's defaults
     python benchmarks/value_learning.py --iters 10 \
         --variants stock:lambda_=0.95 stock:lambda_=0.5 stock:gamma=0.95 \
         --out benchmarks/results/value_learning_grid.json    # stock's (gamma, lambda) grid
@@ -60,6 +63,7 @@ from marl_bft_rllib.rllib.connector import targets_and_advantages  # noqa: E402
 from marl_bft_rllib.rllib.inference import greedy_evaluation  # noqa: E402
 from marl_bft_rllib.rllib.learner import (  # noqa: E402
     BASELINE_COEF_KEY,
+    COUNTERFACTUAL_COEF_KEY,
     VALUE_EV_KEY,
     MonteCarloLearnerOptions,
 )
@@ -155,7 +159,9 @@ def build_variant(name: str, seed: int, batch: int, envs: int) -> Any:
         if options:
             raise ValueError(f"variant {name!r}: learner options do not apply to stock PPO")
         return config.learners(learner_class=StockPPOWithStats)
-    mc = MonteCarloLearnerOptions(**options)
+    # the config's own learner options (build_ppo_config's), then the variant's overrides
+    base_options = MonteCarloLearnerOptions.from_learner_config_dict(config.learner_config_dict)
+    mc = dataclasses.replace(base_options, **options)
     return config.learners(learner_config_dict=mc.to_learner_config_dict())
 
 
@@ -180,6 +186,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> list[dict]:
                     "eval_f1": ev.summary()["f1"],
                     "explained_var": float(m.get(VALUE_EV_KEY, math.nan)),
                     "baseline_coef": float(m.get(BASELINE_COEF_KEY, math.nan)),
+                    "counterfactual_coef": float(m.get(COUNTERFACTUAL_COEF_KEY, math.nan)),
                     "train_return": float(r["env_runners"].get("episode_return_mean", math.nan)),
                     "env_steps": int(r["env_runners"].get("num_env_steps_sampled_lifetime", 0)),
                     "train_seconds": wall,

@@ -15,6 +15,7 @@ from test_learner import RecordingMixin, hand_targets
 from marl_bft_rllib.env import BFTSecurityEnv
 from marl_bft_rllib.rllib import MODEL_DEFAULTS, MonteCarloPPOTorchLearner, build_ppo_config
 from marl_bft_rllib.rllib.connector import variance_optimal_coef
+from marl_bft_rllib.rllib.counterfactual import COUNTERFACTUAL_REWARDS
 from marl_bft_rllib.rllib.critic import (
     CRITIC_STATE,
     STATE_DIM_KEY,
@@ -34,6 +35,7 @@ class RecordingStateLearner(RecordingMixin, MonteCarloPPOTorchLearner):
         )
         self.records[-1][CRITIC_STATE] = batch[CRITIC_STATE].cpu().numpy()
         self.records[-1][Columns.OBS] = batch[Columns.OBS].cpu().numpy()
+        self.records[-1][COUNTERFACTUAL_REWARDS] = batch[COUNTERFACTUAL_REWARDS].cpu().numpy()
         return out
 
 
@@ -125,6 +127,38 @@ def test_sampled_states_align_with_each_steps_observation(trained):
             )
             sliced += 1
     assert checked > 100 and sliced > 0
+
+
+def test_sampled_counterfactual_rewards_align_with_each_steps_reward(trained):
+    """Step t's stored counterfactual rewards give step t's reward for the vote it cast,
+    across rollout cuts and several envs per runner (no shaping or breach penalty)."""
+    env = {**ENV, "stl_weight": 0.0, "breach_penalty": 0.0}
+    config = build_ppo_config(env).env_runners(
+        num_envs_per_env_runner=2, rollout_fragment_length=70
+    )
+    algo = config.build_algo()
+    try:
+        chunks = [e for _ in range(2) for e in algo.env_runner.sample(num_timesteps=280)]
+    finally:
+        algo.stop()
+    checked = cut = 0
+    for episode in chunks:
+        cut += not episode.is_done
+        for sa in episode.agent_episodes.values():
+            n = len(sa)
+            cf = np.stack(sa.get_extra_model_outputs(COUNTERFACTUAL_REWARDS, slice(0, n)))
+            taken = cf[np.arange(n), np.asarray(sa.get_actions(slice(0, n)))]
+            np.testing.assert_allclose(taken, np.asarray(sa.get_rewards(slice(0, n))), atol=1e-4)
+            checked += n
+    assert checked > 500 and cut >= 2
+
+
+def test_loss_uses_the_counterfactual_baseline(trained):
+    records, result, _, _ = trained
+    assert result["learners"]["shared"]["counterfactual_baseline_coef"] > 0.5
+    for rec in records:
+        cf = rec[COUNTERFACTUAL_REWARDS][rec[Columns.LOSS_MASK].astype(bool)]
+        assert np.isfinite(cf).all() and cf.shape[1] == 4
 
 
 def test_inference_only_module_has_no_critic():

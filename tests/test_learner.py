@@ -169,7 +169,9 @@ def toy_config(learner_class, *, lambda_=0.95, per_agent=True, **learner_opts) -
         .learners(
             num_learners=0,
             learner_class=learner_class,
-            learner_config_dict=MonteCarloLearnerOptions(**learner_opts).to_learner_config_dict(),
+            learner_config_dict=MonteCarloLearnerOptions(
+                **{"counterfactual_baseline": "off", **learner_opts}  # a toy env: no such rewards
+            ).to_learner_config_dict(),
         )
         .training(
             gamma=GAMMA,
@@ -332,6 +334,12 @@ def test_critic_replay_drops_batches_of_a_policy_that_moved_on(ray_session):
     assert last[REPLAY_KL_KEY] > 0.0  # the policy moved since the earlier batches
     assert last[REPLAY_BATCHES_KEY] == 1.0
     assert last[REPLAY_ROWS_KEY] == results[0]["learners"]["a0"][REPLAY_ROWS_KEY] > 0
+
+
+def test_counterfactual_baseline_without_the_central_critic_fails_at_build(ray_session):
+    config = toy_config(RecordingMCLearner, counterfactual_baseline="step")
+    with pytest.raises(ValueError, match="counterfactual_baseline"):
+        config.build_algo()
 
 
 def test_build_ppo_config_rejects_bad_training_keys():

@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from marl_bft_rllib.env import ATTACKER_PREFIX
 from marl_bft_rllib.env_config import ADVERSARIES, HELD_OUT_SEED_OFFSET
 from marl_bft_rllib.rllib.callbacks import MarlBftCallbacks
+from marl_bft_rllib.rllib.counterfactual import RecordCounterfactualRewards
 from marl_bft_rllib.rllib.critic import (
     STATE_DIM_KEY,
     AddCriticStateToModuleInput,
@@ -67,9 +69,12 @@ def map_to_own(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
 
 def critic_state_connector(
     env: Any = None, spaces: Any = None, device: Any = None
-) -> AddCriticStateToModuleInput:
-    """Env-to-module connector of the central critic (``config.env_runners(...)``)."""
-    return AddCriticStateToModuleInput()
+) -> list[ConnectorV2]:
+    """Env-to-module pieces of the central critic (``config.env_runners(...)``).
+
+    They record the env's ``state()`` and the counterfactual rewards for the learner.
+    """
+    return [AddCriticStateToModuleInput(), RecordCounterfactualRewards()]
 
 
 def training_option_names() -> set[str]:
@@ -93,8 +98,9 @@ def build_ppo_config(
 ) -> PPOConfig:
     """Multi-agent PPO on ``marl_bft`` with raw Monte Carlo value targets and env metrics.
 
-    ``critic``: "central" (the value function reads obs + the env's ``state()``, CTDE)
-    or "local" (RLlib's default module: the value function reads the observation only).
+    ``critic``: "central" (the value function reads obs + the env's ``state()``, CTDE;
+    the advantages also use the counterfactual baseline) or "local" (RLlib's default
+    module: the value function reads the observation only; no counterfactual baseline).
     ``adversary``: "scripted" or "learned" (sets the env's ``adversary``; default: the
     env_config's). Learned: two modules, ``shared`` for the defenders and ``attacker``,
     mapped by agent id prefix, each with its own raw Monte Carlo critic and advantages
@@ -125,7 +131,9 @@ def build_ppo_config(
             f"training: unknown PPOConfig.training() option(s) {bad}; "
             f"see PPOConfig.training for the valid names"
         )
-    options = MonteCarloLearnerOptions()
+    # the counterfactual rewards reach the learner through the central critic's module
+    counterfactual = "step" if critic == "central" else "off"
+    options = MonteCarloLearnerOptions(counterfactual_baseline=counterfactual)
     if learned:
         if not shared_policy:
             raise ValueError(
@@ -134,7 +142,9 @@ def build_ppo_config(
             )
         policies, mapping = {SHARED_POLICY, ATTACKER_POLICY}, map_by_role
         # opposite rewards: each side's advantages standardised over its own rows
-        options = MonteCarloLearnerOptions(standardize_advantages="module")
+        options = MonteCarloLearnerOptions(
+            standardize_advantages="module", counterfactual_baseline=counterfactual
+        )
     elif shared_policy:
         policies, mapping = {SHARED_POLICY}, map_to_shared
     else:

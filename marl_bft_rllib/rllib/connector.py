@@ -41,6 +41,11 @@ from ray.rllib.utils.numpy import convert_to_numpy
 from ray.rllib.utils.torch_utils import convert_to_torch_tensor
 
 from marl_bft_rllib.metrics import value_moments, value_stats_from_moments
+from marl_bft_rllib.rllib.counterfactual import (
+    COUNTERFACTUAL_ADVANTAGES,
+    COUNTERFACTUAL_REWARDS,
+    counterfactual_baseline,
+)
 from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
 from marl_bft_rllib.validation import check_choice, check_number
 
@@ -53,6 +58,11 @@ STANDARDIZE_MODES = ("batch", "module")
 # acts at terminations, is left out (see MonteCarloLearnerOptions); "zero": V = 0 ("no
 # critic", an ablation).
 VALUE_BASELINES = ("critic", "fitted", "zero")
+# The counterfactual baseline (counterfactual.py) in the advantages: "off", "step" (each
+# step's own), "trace" (every step's within the advantage's window), "all_actions" ("step",
+# and the sampled immediate term replaced by its expectation over actions, in the loss);
+# see _fit_counterfactual and _expected_immediate_term.
+COUNTERFACTUAL_MODES = ("off", "step", "trace", "all_actions")
 
 # (module_id, module, module_batch, value_targets_all_rows, loss_mask) -> re-initialised?
 # module_batch is None for a module with no rows in this learner's shard (it joins the
@@ -183,19 +193,22 @@ class MonteCarloValueTargets(ConnectorV2):
         advantage_estimator: str = "gae",
         standardize_advantages: str = "batch",
         value_baseline: str = "critic",
+        counterfactual_baseline: str = "off",
         value_head_init_fn: ValueHeadInitFn | None = None,
         stats_fn: StatsFn | None = None,
         targets_fn: TargetsFn | None = None,
         **kwargs,
     ) -> None:
-        """Set the discount, GAE lambda, estimator, standardisation scope and baseline."""
+        """Set the discount, GAE lambda, estimator, standardisation scope and baselines."""
         super().__init__(input_observation_space, input_action_space, **kwargs)
         check_number("gamma", gamma, lo=0.0, hi=1.0)
         check_number("lambda_", lambda_, lo=0.0, hi=1.0)
         check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
         check_choice("standardize_advantages", standardize_advantages, STANDARDIZE_MODES)
         check_choice("value_baseline", value_baseline, VALUE_BASELINES)
+        check_choice("counterfactual_baseline", counterfactual_baseline, COUNTERFACTUAL_MODES)
         self.value_baseline = value_baseline
+        self.counterfactual_baseline = counterfactual_baseline
         self.gamma = float(gamma)
         self.lambda_ = float(lambda_)
         self.advantage_estimator = advantage_estimator
@@ -218,15 +231,17 @@ class MonteCarloValueTargets(ConnectorV2):
                 "MonteCarloValueTargets; use a feed-forward model"
             )
         mask = convert_to_numpy(module_batch[Columns.LOSS_MASK]).astype(bool)
-        compute = functools.partial(
+        chunks = functools.partial(  # (rewards, values, baseline=...) over this batch's chunks
             targets_and_advantages,
-            convert_to_numpy(module_batch[Columns.REWARDS]).astype(np.float64),
             terminateds=convert_to_numpy(module_batch[Columns.TERMINATEDS]).astype(bool),
             truncateds=convert_to_numpy(module_batch[Columns.TRUNCATEDS]).astype(bool),
             mask=mask,
             gamma=self.gamma,
             lambda_=self.lambda_,
             estimator=self.advantage_estimator,
+        )
+        compute = functools.partial(
+            chunks, convert_to_numpy(module_batch[Columns.REWARDS]).astype(np.float64)
         )
         values = fresh = self._values(module, module_batch)
         targets, adv = compute(values)
@@ -245,8 +260,22 @@ class MonteCarloValueTargets(ConnectorV2):
             stats["baseline_coef"] = 0.0
         if self.targets_fn is not None:
             self.targets_fn(mid, module_batch, targets, mask)
-        return {"mask": mask, "compute": compute, "values": values, "fresh": fresh,
-                "targets": targets, "adv": adv, "stats": stats}  # fmt: skip
+        part = {"mask": mask, "chunks": chunks, "compute": compute, "values": values,
+                "fresh": fresh, "targets": targets, "adv": adv, "stats": stats}  # fmt: skip
+        if self.counterfactual_baseline != "off":
+            if COUNTERFACTUAL_REWARDS not in module_batch:
+                raise ValueError(
+                    f"module {mid!r}: no {COUNTERFACTUAL_REWARDS!r} column; "
+                    "counterfactual_baseline needs the central critic's module and its "
+                    "env-to-module pieces (build_ppo_config(critic='central')), or set "
+                    "counterfactual_baseline='off'"
+                )
+            part["cf_rewards"] = convert_to_numpy(module_batch[COUNTERFACTUAL_REWARDS])
+            part["cf"] = counterfactual_baseline(
+                convert_to_numpy(module_batch[Columns.ACTION_DIST_INPUTS]), part["cf_rewards"]
+            )
+            part["actions"] = convert_to_numpy(module_batch[Columns.ACTIONS]).astype(np.int64)
+        return part
 
     def _fit_baselines(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
         """Replace each module's advantages by the variance-optimal blend (all learners)."""
@@ -277,6 +306,60 @@ class MonteCarloValueTargets(ConnectorV2):
                 p["adv"] = p["adv_0"] + beta * p["delta"]
                 p["stats"]["baseline_coef"] = beta
 
+    def _fit_counterfactual(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
+        """Subtract beta * (b - mean(b)) from each module's advantages (all learners).
+
+        b is the counterfactual baseline: the step's own ("step"), or every step's in
+        the advantage's (gamma * lambda)-weighted window ("trace": the advantage of the
+        rewards r - beta * (b - mean(b))). beta in [0, 1] minimises the variance of the
+        result on this batch, as for the critic's blend. Rows without b add nothing.
+        """
+        valid = {mid: p["mask"] & np.isfinite(p["cf"]) for mid, p in parts.items()}
+        sums = allreduce_sum(
+            [
+                [p["cf"][valid[mid]].sum(), valid[mid].sum()] if (p := parts.get(mid)) else [0, 0]
+                for mid in order
+            ]
+        )
+        moments = []
+        for k, mid in enumerate(order):
+            p = parts.get(mid)
+            if p is None:
+                moments.append(np.zeros(5))
+                continue
+            mean = sums[k, 0] / max(sums[k, 1], 1.0)
+            p["cf_delta"] = np.where(valid[mid], mean - np.nan_to_num(p["cf"]), 0.0)
+            if self.counterfactual_baseline == "trace":
+                zeros = np.zeros_like(p["cf_delta"])
+                _, p["cf_delta"] = p["chunks"](p["cf_delta"], zeros, baseline=zeros)
+            a, d = p["adv"][p["mask"]], p["cf_delta"][p["mask"]]
+            moments.append(np.array([a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()]))
+        moments = allreduce_sum(moments)
+        for k, mid in enumerate(order):
+            if (p := parts.get(mid)) is not None:
+                beta = variance_optimal_coef_from_moments(*moments[k])
+                p["adv"] = p["adv"] + beta * p["cf_delta"]
+                p["stats"]["counterfactual_coef"] = beta
+                if self.counterfactual_baseline == "all_actions":
+                    self._expected_immediate_term(p, valid[mid])
+
+    @staticmethod
+    def _expected_immediate_term(p: dict[str, Any], valid: np.ndarray) -> None:
+        """Move the sampled r_cf(a_t) - b out of the advantages into per-action ones.
+
+        The advantages lose r_cf(a_t) - b (what stays of this step's reward in them no
+        longer depends on a_t); the column ``COUNTERFACTUAL_ADVANTAGES`` gets r_cf(a) - b for every action a, which
+        the loss weighs by the policy's probabilities: sum_a pi(a | o) (r_cf(a) - b) has
+        the same expected gradient as the sampled term, without its sampling noise. They
+        are standardised with the scale of the advantages before the move.
+        """
+        cf = np.nan_to_num(np.asarray(p["cf_rewards"], dtype=np.float64))
+        b = np.nan_to_num(p["cf"])[:, None]
+        p["cf_actions"] = np.where(valid[:, None], cf - b, 0.0)
+        taken = np.take_along_axis(p["cf_actions"], p["actions"][:, None], axis=1)[:, 0]
+        p["scale_adv"] = p["adv"]
+        p["adv"] = p["adv"] - taken
+
     @override(ConnectorV2)
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs) -> Any:
         """Add value targets and advantages for every module with a value function.
@@ -305,6 +388,8 @@ class MonteCarloValueTargets(ConnectorV2):
                 self.targets_fn(mid, None, empty.astype(np.float32), empty)
         if self.value_baseline == "fitted":
             self._fit_baselines(order, parts)
+        if self.counterfactual_baseline != "off":
+            self._fit_counterfactual(order, parts)
         value_sums = allreduce_sum(
             [p["stats"].pop("moments") if (p := parts.get(mid)) else np.zeros(7) for mid in order]
         )
@@ -314,28 +399,36 @@ class MonteCarloValueTargets(ConnectorV2):
                 if self.stats_fn is not None:
                     self.stats_fn(mid, p["stats"])
 
-        moments = allreduce_sum(
-            [
-                [p["mask"].sum(), p["adv"][p["mask"]].sum(), np.square(p["adv"][p["mask"]]).sum()]
-                if (p := parts.get(mid))
-                else [0, 0, 0]
-                for mid in order
-            ]
-        )
+        # Per module: rows, sum of the advantages, and the sum and squares of those that
+        # set the scale (the same ones, except before the all-actions move).
+        moments = np.zeros((len(order), 4))
+        for k, mid in enumerate(order):
+            if (p := parts.get(mid)) is not None:
+                a, scale = p["adv"][p["mask"]], p.get("scale_adv", p["adv"])[p["mask"]]
+                moments[k] = [a.size, a.sum(), scale.sum(), np.square(scale).sum()]
+        moments = allreduce_sum(moments)
         if self.standardize_advantages == "batch":
             moments[:] = moments.sum(axis=0)
         for k, mid in enumerate(order):
             if (p := parts.get(mid)) is None:
                 continue
-            n, total, squares = moments[k]
+            n, total, scale_total, squares = moments[k]
             mean = total / n if n else 0.0
-            std = math.sqrt(max(squares / n - mean**2, 0.0)) if n else 1.0
-            mask, targets = p["mask"], p["targets"]
-            adv = np.where(mask, (p["adv"] - mean) / max(std, 1e-4), 0.0).astype(np.float32)
+            std = math.sqrt(max(squares / n - (scale_total / n) ** 2, 0.0)) if n else 1.0
+            std = max(std, 1e-4)
+            mask = p["mask"]
+            columns = {
+                Postprocessing.VALUE_TARGETS: p["targets"],
+                Postprocessing.ADVANTAGES: np.where(mask, (p["adv"] - mean) / std, 0.0),
+            }
+            if "cf_actions" in p:
+                columns[COUNTERFACTUAL_ADVANTAGES] = np.where(
+                    mask[:, None], p["cf_actions"] / std, 0.0
+                )
             ref = batch[mid][Columns.REWARDS]
-            if isinstance(ref, torch.Tensor):  # the default pipeline is tensors by now
-                targets = convert_to_torch_tensor(targets, device=ref.device)
-                adv = convert_to_torch_tensor(adv, device=ref.device)
-            batch[mid][Postprocessing.VALUE_TARGETS] = targets
-            batch[mid][Postprocessing.ADVANTAGES] = adv
+            for column, values in columns.items():
+                values = values.astype(np.float32)
+                if isinstance(ref, torch.Tensor):  # the default pipeline is tensors by now
+                    values = convert_to_torch_tensor(values, device=ref.device)
+                batch[mid][column] = values
         return batch

@@ -39,9 +39,13 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from marl_bft_rllib.env import STATE_INFO_KEY
+from marl_bft_rllib.rllib.counterfactual import COUNTERFACTUAL_REWARDS
 
 CRITIC_STATE = "critic_state"  # train-batch column with the env's state() per row
 STATE_DIM_KEY = "critic_state_dim"  # model_config key: length of the env's state()
+# module inputs at sampling time that _forward hands on to the step's model outputs, for
+# the learner: the state, and the counterfactual-reward placeholder (counterfactual.py)
+PASSED_THROUGH = (CRITIC_STATE, COUNTERFACTUAL_REWARDS)
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "swish": nn.SiLU, "silu": nn.SiLU}
 
@@ -72,6 +76,7 @@ class CentralCriticPPOTorchRLModule(DefaultPPOTorchRLModule):
     """PPO module with a decentralised actor (obs) and a centralised critic (obs + state)."""
 
     uses_critic_state = True
+    passed_through = PASSED_THROUGH  # sampling-time inputs handed on to the model outputs
 
     @override(DefaultPPOTorchRLModule)
     def setup(self) -> None:
@@ -99,10 +104,11 @@ class CentralCriticPPOTorchRLModule(DefaultPPOTorchRLModule):
 
     @override(RLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Action logits from the agent's own observation only (the state passes through)."""
+        """Action logits from the agent's own observation only (learner columns pass through)."""
         out = {Columns.ACTION_DIST_INPUTS: self._actor_logits(batch)}
-        if CRITIC_STATE in batch:  # sampling: stored with the step's model outputs
-            out[CRITIC_STATE] = batch[CRITIC_STATE]
+        for column in PASSED_THROUGH:  # sampling: stored with the step's model outputs
+            if column in batch:
+                out[column] = batch[column]
         return out
 
     @override(RLModule)

@@ -44,10 +44,16 @@ from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.rllib.connector import (
     ADVANTAGE_ESTIMATORS,
+    COUNTERFACTUAL_MODES,
     STANDARDIZE_MODES,
     VALUE_BASELINES,
     MonteCarloValueTargets,
     allreduce_sum,
+)
+from marl_bft_rllib.rllib.counterfactual import (
+    COUNTERFACTUAL_ADVANTAGES,
+    COUNTERFACTUAL_REWARDS,
+    all_actions_surrogate,
 )
 from marl_bft_rllib.rllib.critic import CRITIC_STATE, AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
@@ -69,6 +75,8 @@ VALUE_PRED_STD_KEY = "value_pred_std"
 VALUE_HEALTH_KEY = "value_health"
 VALUE_HEAD_INIT_KEY = "value_head_initialised"
 BASELINE_COEF_KEY = "value_baseline_coef"
+COUNTERFACTUAL_COEF_KEY = "counterfactual_baseline_coef"  # its beta (0 when off)
+ALL_ACTIONS_LOSS_KEY = "all_actions_policy_loss"  # the all-actions surrogate's loss term
 REPLAY_LOSS_KEY = "critic_replay_loss"  # mean squared error of the replay phase's last pass
 REPLAY_ROWS_KEY = "critic_replay_rows"  # real steps replayed (this learner's shard)
 REPLAY_BATCHES_KEY = "critic_replay_batches_used"  # batches replayed, the newest included
@@ -89,6 +97,21 @@ class MonteCarloLearnerOptions:
         0, would otherwise look like an escape: delta_T = r_T - V > 0),
         "critic" (V itself) or "zero" (no critic, an ablation). Value targets always
         bootstrap with V and are never rescaled.
+    counterfactual_baseline: "step" (default): also subtract beta * (b - mean(b)) from
+        the advantages, where b = sum_a pi(a | o) r_cf(a) is the step's expected team +
+        vote reward under the sampling policy, from the env's counterfactual rewards (the
+        reward had the agent voted each action, everything else fixed; COMA-style, see
+        ``rllib/counterfactual.py``), and beta in [0, 1] minimises the advantages'
+        variance on the batch. It does not depend on the agent's own action, so the
+        gradient stays unbiased. "trace": the advantage of r - beta * (b - mean(b)), so
+        the later steps of the advantage's window lose their b too (less noise; biased
+        by how the action changes the next steps' expected rewards). "all_actions":
+        "step", and the sampled immediate term r_cf(a_t) - b leaves the advantage for an
+        exact expectation in the loss, sum_a pi(a | o) (r_cf(a) - b), through PPO's
+        clipped surrogate per action (logged as ``all_actions_policy_loss``): the same
+        expected gradient without the noise of which action was sampled. "off": none.
+        Needs the central critic's module (``build_ppo_config`` turns it off with
+        ``critic="local"``).
     separate_critic_optimizer: own Adam for critic encoder + value head.
     critic_lr: learning rate of that Adam (the policy keeps ``config.lr``). 3e-4 by
         default: on the default scenario (3 seeds x 30 iterations) 1e-2 overfit each
@@ -126,6 +149,7 @@ class MonteCarloLearnerOptions:
     advantage_estimator: str = "gae"
     standardize_advantages: str = "batch"
     value_baseline: str = "fitted"
+    counterfactual_baseline: str = "step"
     separate_critic_optimizer: bool = True
     critic_lr: float = 3e-4
     critic_grad_clip: float | None = None
@@ -146,6 +170,7 @@ class MonteCarloLearnerOptions:
         check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
         check_choice("standardize_advantages", self.standardize_advantages, STANDARDIZE_MODES)
         check_choice("value_baseline", self.value_baseline, VALUE_BASELINES)
+        check_choice("counterfactual_baseline", self.counterfactual_baseline, COUNTERFACTUAL_MODES)
         check_bool("separate_critic_optimizer", self.separate_critic_optimizer)
         check_number("critic_lr", self.critic_lr, lo=0.0, lo_open=True)
         if self.critic_grad_clip is not None:
@@ -237,6 +262,15 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             )
             return
         self._learner_connector.remove("GeneralAdvantageEstimation")
+        if self.mc_options.counterfactual_baseline != "off" and not any(
+            COUNTERFACTUAL_REWARDS in getattr(self.module[mid].unwrapped(), "passed_through", ())
+            for mid in self.module.keys()
+        ):
+            raise ValueError(
+                "counterfactual_baseline: no module records the env's counterfactual rewards; "
+                "it needs the central critic's module (build_ppo_config(critic='central')), "
+                "or set counterfactual_baseline='off'"
+            )
         if any(
             getattr(self.module[mid].unwrapped(), "uses_critic_state", False)
             for mid in self.module.keys()
@@ -251,11 +285,34 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
                 advantage_estimator=self.mc_options.advantage_estimator,
                 standardize_advantages=self.mc_options.standardize_advantages,
                 value_baseline=self.mc_options.value_baseline,
+                counterfactual_baseline=self.mc_options.counterfactual_baseline,
                 value_head_init_fn=self._maybe_init_value_head,
                 stats_fn=self._log_value_stats,
                 targets_fn=self._keep_for_replay if self.mc_options.critic_replay_batches else None,
             )
         )
+
+    # ---------------------------------------------------------------- loss
+    @override(PPOTorchLearner)
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict, fwd_out: dict
+    ) -> torch.Tensor:
+        """PPO's loss, plus the all-actions surrogate of the immediate counterfactual term."""
+        loss = super().compute_loss_for_module(
+            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+        )
+        if COUNTERFACTUAL_ADVANTAGES not in batch:  # counterfactual_baseline != "all_actions"
+            return loss
+        surrogate = all_actions_surrogate(
+            fwd_out[Columns.ACTION_DIST_INPUTS],
+            batch[Columns.ACTION_DIST_INPUTS],
+            batch[COUNTERFACTUAL_ADVANTAGES],
+            config.clip_param,
+        )
+        mask = batch.get(Columns.LOSS_MASK)
+        mean = surrogate[mask].mean() if mask is not None else surrogate.mean()
+        self.metrics.log_value((module_id, ALL_ACTIONS_LOSS_KEY), -mean.item(), window=1)
+        return loss - mean
 
     # ---------------------------------------------------------------- optimisers
     @override(PPOTorchLearner)
@@ -525,6 +582,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             VALUE_HEALTH_KEY: float(status),
             VALUE_HEAD_INIT_KEY: stats.get("value_head_initialised", 0.0),
             BASELINE_COEF_KEY: stats.get("baseline_coef", 1.0),
+            COUNTERFACTUAL_COEF_KEY: stats.get("counterfactual_coef", 0.0),
         }
         for key, value in values.items():
             self.metrics.log_value((module_id, key), value, window=1)

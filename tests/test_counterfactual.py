@@ -1,0 +1,244 @@
+"""Counterfactual rewards (env) and the counterfactual baseline they feed (learner)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from marl_bft_rllib.env import COUNTERFACTUAL_INFO_KEY, BFTSecurityEnv
+from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
+from marl_bft_rllib.rllib.counterfactual import (
+    COUNTERFACTUAL_ADVANTAGES,
+    COUNTERFACTUAL_REWARDS,
+    all_actions_surrogate,
+    counterfactual_baseline,
+)
+from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
+
+# No STL shaping and no breach penalty: a step's reward is then its team + vote part only.
+PLAIN = {"stl_weight": 0.0, "breach_penalty": 0.0, "horizon": 80}
+# Behaviours whose votes do not react to the honest ones: the counterfactual is exact.
+VOTE_BLIND = ["silent", "always_allow", "always_quarantine", "delay", "random"]
+
+
+def _random_steps(env: BFTSecurityEnv, episodes: int, keep_before: bool = False):
+    """Yield (env before the step or None, actions, rewards, infos) over random votes."""
+    rng = np.random.default_rng(0)
+    for ep in range(episodes):
+        env.reset(seed=ep)
+        while env.agents:
+            actions = {a: int(rng.integers(env.action_space(a).n)) for a in env.agents}
+            before = copy.deepcopy(env) if keep_before else None
+            _, rewards, _, _, infos = env.step(actions)
+            yield before, actions, rewards, infos
+
+
+def test_counterfactual_reward_of_the_vote_cast_is_the_reward():
+    env = BFTSecurityEnv(PLAIN)  # every default behaviour
+    steps = 0
+    for _, actions, rewards, infos in _random_steps(env, 8):
+        for agent, a in actions.items():
+            cf = infos[agent][COUNTERFACTUAL_INFO_KEY]
+            assert cf.shape == (4,) and cf.dtype == np.float32 and np.isfinite(cf).all()
+            assert cf[a] == pytest.approx(rewards[agent], abs=1e-5)
+            steps += 1
+    assert steps > 1000
+
+
+def test_counterfactual_rewards_are_what_replaying_the_step_with_each_vote_gives():
+    env = BFTSecurityEnv({**PLAIN, "byzantine_behaviors": VOTE_BLIND})
+    differs = 0
+    for before, actions, _, infos in _random_steps(env, 3, keep_before=True):
+        agent = next(iter(actions))
+        cf = infos[agent][COUNTERFACTUAL_INFO_KEY]
+        for a in range(4):
+            replay = copy.deepcopy(before)
+            _, rewards, *_ = replay.step({**actions, agent: a})
+            assert rewards[agent] == pytest.approx(cf[a], abs=1e-5), (a, cf)
+        differs += np.ptp(cf - 0.5 * env._reward_by_action[infos[agent]["label"]]) > 0
+    assert differs > 10  # the agent's vote was pivotal at some steps, not only the vote part
+
+
+def test_counterfactual_rewards_are_nan_without_the_pbft_rule():
+    env = BFTSecurityEnv({**PLAIN, "decision_rule": "majority"})
+    _, _, _, infos = next(_random_steps(env, 1))
+    assert all(np.isnan(i[COUNTERFACTUAL_INFO_KEY]).all() for i in infos.values())
+
+
+def test_only_defenders_get_counterfactual_rewards():
+    env = BFTSecurityEnv({**PLAIN, "adversary": "learned"})
+    _, actions, _, infos = next(_random_steps(env, 1))
+    for agent in actions:
+        assert (COUNTERFACTUAL_INFO_KEY in infos[agent]) == (not env.is_attacker(agent))
+
+
+def test_counterfactual_baseline_is_the_policy_weighted_reward():
+    logits = np.array([[0.0, 0.0, 0.0, 0.0], [np.log(3.0), 0.0, -np.inf, 0.0]])
+    rewards = np.array([[4.0, 0.0, 0.0, 0.0], [1.0, 2.0, 50.0, 6.0]])
+    np.testing.assert_allclose(counterfactual_baseline(logits, rewards), [1.0, 0.6 + 0.4 + 1.2])
+    rewards[0, 1] = np.nan
+    assert np.isnan(counterfactual_baseline(logits, rewards)[0])
+    with pytest.raises(ValueError, match="one per action"):
+        counterfactual_baseline(logits, rewards[:, :3])
+
+
+class _ZeroCritic(ValueFunctionAPI):
+    """Stands in for a module: V = 0 everywhere (the connector only reads values)."""
+
+    def compute_values(self, batch, embeddings=None):
+        return torch.zeros(len(batch[Columns.REWARDS]))
+
+    def is_stateful(self) -> bool:
+        return False
+
+    def unwrapped(self):
+        return self
+
+
+def _chunk(rng: np.random.Generator, n: int, nan_rows: tuple[int, ...] = ()) -> dict:
+    """One terminated episode chunk of n steps (+ phantom row) whose reward is cf[action]."""
+    # a large part shared by every action (the label, the peers' votes), a small own part
+    cf = rng.normal(0.0, 10.0, (n + 1, 1)) + rng.normal(0.0, 2.0, (n + 1, 4))
+    logits = rng.normal(0.0, 1.0, (n + 1, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    actions = np.array([rng.choice(4, p=p) for p in probs])  # sampled from the policy
+    rewards = cf[np.arange(n + 1), actions] + rng.normal(0.0, 0.1, n + 1)
+    rewards[-1] = 0.0
+    cf[list(nan_rows)] = np.nan
+    mask = np.ones(n + 1, bool)
+    mask[-1] = False
+    done = np.zeros(n + 1, bool)
+    done[n - 1] = True
+    return {
+        Columns.REWARDS: rewards,
+        Columns.ACTIONS: actions,
+        Columns.LOSS_MASK: mask,
+        Columns.TERMINATEDS: done,
+        Columns.TRUNCATEDS: np.zeros(n + 1, bool),
+        Columns.ACTION_DIST_INPUTS: logits,
+        COUNTERFACTUAL_REWARDS: cf.astype(np.float32),
+    }
+
+
+def _run(batch: dict, counterfactual: str, lambda_: float = 0.0) -> dict:
+    piece = MonteCarloValueTargets(
+        gamma=0.9, lambda_=lambda_, value_baseline="critic", counterfactual_baseline=counterfactual
+    )
+    return piece(rl_module={"m": _ZeroCritic()}, batch={"m": dict(batch)}, episodes=[])["m"]
+
+
+def _advantages(batch: dict, counterfactual: str, lambda_: float = 0.0) -> np.ndarray:
+    return np.asarray(_run(batch, counterfactual, lambda_)[Postprocessing.ADVANTAGES], np.float64)
+
+
+def test_connector_subtracts_the_fitted_counterfactual_baseline():
+    rng = np.random.default_rng(3)
+    batch = _chunk(rng, 400, nan_rows=(5, 17))
+    mask = batch[Columns.LOSS_MASK]
+    # With V = 0 and lambda 0 the plain advantage is the reward itself.
+    plain = batch[Columns.REWARDS][mask]
+    b = counterfactual_baseline(batch[Columns.ACTION_DIST_INPUTS], batch[COUNTERFACTUAL_REWARDS])[
+        mask
+    ]
+    valid = np.isfinite(b)
+    d = np.where(valid, b - b[valid].mean(), 0.0)
+    beta = np.clip(np.cov(plain, d, bias=True)[0, 1] / d.var(), 0.0, 1.0)
+    expected = plain - beta * d
+    expected = (expected - expected.mean()) / expected.std()
+    got = _advantages(batch, "step")[mask]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert 0.9 < beta <= 1.0
+    # It removes most of the variance the label and the peers put into the reward.
+    residual = plain - beta * d
+    assert residual[valid].var() < 0.5 * plain[valid].var()
+    # Without the option the advantages are the standardised rewards.
+    off = _advantages(batch, "off")[mask]
+    np.testing.assert_allclose(off, (plain - plain.mean()) / plain.std(), atol=1e-4)
+
+
+def test_trace_mode_takes_the_baseline_off_every_reward_of_the_window():
+    rng = np.random.default_rng(5)
+    batch = _chunk(rng, 300)
+    mask = batch[Columns.LOSS_MASK]
+    r = batch[Columns.REWARDS][mask]
+    b = counterfactual_baseline(batch[Columns.ACTION_DIST_INPUTS], batch[COUNTERFACTUAL_REWARDS])[
+        mask
+    ]
+    d = b - b.mean()
+
+    def window(x: np.ndarray) -> np.ndarray:  # GAE with V = 0: sum_k (0.9 * 0.5)^k x_{t+k}
+        out, acc = np.empty_like(x), 0.0
+        for t in range(len(x) - 1, -1, -1):
+            acc = x[t] + 0.45 * acc
+            out[t] = acc
+        return out
+
+    plain, shift = window(r), -window(d)
+    beta = np.clip(-np.cov(plain, shift, bias=True)[0, 1] / shift.var(), 0.0, 1.0)
+    expected = plain + beta * shift
+    expected = (expected - expected.mean()) / expected.std()
+    got = _advantages(batch, "trace", lambda_=0.5)[mask]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert beta > 0.9
+    step = _advantages(batch, "step", lambda_=0.5)[mask]
+    assert np.abs(step - got).max() > 0.05  # the two modes differ
+
+
+def test_all_actions_mode_moves_the_sampled_immediate_term_into_the_loss():
+    rng = np.random.default_rng(7)
+    batch = _chunk(rng, 300, nan_rows=(4,))
+    mask = batch[Columns.LOSS_MASK]
+    out = _run(batch, "all_actions")
+    step = _run(batch, "step")
+    b = counterfactual_baseline(batch[Columns.ACTION_DIST_INPUTS], batch[COUNTERFACTUAL_REWARDS])
+    valid = mask & np.isfinite(b)
+    # Same scale as "step"; the per-action column holds r_cf(a) - b on that scale.
+    scale = (
+        batch[Columns.REWARDS][valid] - b[valid]
+    ).std()  # beta = 1 here: the step-mode advantage before standardisation
+    expected = np.where(valid[:, None], batch[COUNTERFACTUAL_REWARDS] - b[:, None], 0.0)
+    got = out[COUNTERFACTUAL_ADVANTAGES]
+    np.testing.assert_allclose(got[valid], (expected / scale)[valid], rtol=0.05, atol=1e-3)
+    assert not got[~valid].any()
+    # The advantages lost exactly the taken action's entry (before centring).
+    taken = got[np.arange(len(got)), batch[Columns.ACTIONS]]
+    shifted = step[Postprocessing.ADVANTAGES] - taken
+    moved = out[Postprocessing.ADVANTAGES]
+    diff = (shifted - moved)[mask]
+    np.testing.assert_allclose(diff, diff.mean(), atol=1e-4)  # equal up to the centring
+    assert COUNTERFACTUAL_ADVANTAGES not in step
+
+
+def test_all_actions_surrogate_has_the_expected_gradient_of_the_sampled_one():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4, requires_grad=True)
+    adv = torch.randn(5, 4)
+    surrogate = all_actions_surrogate(logits, logits.detach(), adv, clip=0.2).sum()
+    (grad,) = torch.autograd.grad(surrogate, logits)
+    expected = torch.autograd.grad((torch.softmax(logits, -1) * adv).sum(), logits)[0]
+    torch.testing.assert_close(grad, expected)
+    # Outside the clip range an action's term stops pulling, as in PPO.
+    moved = (logits.detach() + torch.tensor([5.0, 0, 0, 0])).requires_grad_(True)
+    up = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(5, 4)
+    (g,) = torch.autograd.grad(all_actions_surrogate(moved, logits.detach(), up, 0.2).sum(), moved)
+    assert torch.all(g == 0)
+
+
+def test_connector_without_the_column_names_the_option():
+    batch = _chunk(np.random.default_rng(0), 20)
+    del batch[COUNTERFACTUAL_REWARDS]
+    with pytest.raises(ValueError, match="counterfactual_baseline"):
+        _advantages(batch, "step")
+
+
+def test_counterfactual_option_is_validated():
+    with pytest.raises(ValueError, match="counterfactual_baseline"):
+        MonteCarloLearnerOptions(counterfactual_baseline=True)
+    with pytest.raises(ValueError, match="counterfactual_baseline"):
+        MonteCarloValueTargets(gamma=0.9, lambda_=0.5, counterfactual_baseline="all")

@@ -195,6 +195,15 @@ class BFTSecurityEnv(ParallelEnv):
         self._reward_by_action = np.array(
             [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)]
         )
+        # [label, decision, own vote] -> team part of the decision + vote_weight x own vote's
+        self._cf_tables = (
+            self._reward_by_action[:, :, None] + cfg.vote_weight * self._reward_by_action[:, None]
+        ).astype(np.float32)
+        # [label, lo, hi] -> per own vote a, that table at decision = a clamped to [lo, hi]
+        votes = np.arange(N_ACTIONS)
+        clamped = np.clip(votes, *np.indices((N_ACTIONS, N_ACTIONS))[..., None])
+        self._cf_rows = self._cf_tables[:, clamped, votes]
+        self._cf_nan = np.full(N_ACTIONS, np.nan, np.float32)
         self._rebuilds_decisions = cfg.decision_rule == "pbft"
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
@@ -434,26 +443,30 @@ class BFTSecurityEnv(ParallelEnv):
         return rewards
 
     def _counterfactual_rewards(self, label: int, result: Any) -> dict[str, np.ndarray]:
-        """Per defender, the team + vote reward had it voted each action (others fixed)."""
-        table = self._reward_by_action[label]
-        vote_part = self.config.vote_weight * table
+        """Per defender, the team + vote reward had it voted each action (others fixed).
+
+        The decision with one certified vote set to a is the certificate's trimmed pick
+        with that vote replaced: the k-th smallest of the others and a, which is a
+        clamped between the others' (k-1)-th and k-th smallest (k = size - 1 - f).
+        """
         decision = int(result.decision)
-        members = [int(i) for i in np.flatnonzero(result.certificate)] if result.committed else []
-        votes = [int(result.revealed_votes[i]) for i in members]
+        members = result.certificate.nonzero()[0].tolist() if result.committed else []
+        votes = result.revealed_votes[members].tolist()
         f = self.config.bft.f
         if not self._rebuilds_decisions or (votes and robust_aggregate(votes, f) != decision):
-            nan = np.full(N_ACTIONS, np.nan, np.float32)  # not rebuildable from a certificate
-            return {agent: nan.copy() for agent in self._defenders}
-        unchanged = (table[decision] + vote_part).astype(np.float32)
+            return {agent: self._cf_nan.copy() for agent in self._defenders}  # not rebuildable
+        rows = self._cf_rows[label]  # [lo, hi] -> the (4,) rewards of votes clamped to [lo, hi]
+        k, top = len(votes) - 1 - f, N_ACTIONS - 1
         out = {}
         for agent in self._defenders:
             i = self.agent_index[agent]
             if i not in members:  # undecided, or its vote is not in the certificate
-                out[agent] = unchanged.copy()
+                out[agent] = self._cf_tables[label, decision].copy()
                 continue
-            others = [v for j, v in zip(members, votes, strict=True) if j != i]
-            decisions = [robust_aggregate([*others, a], f) for a in range(N_ACTIONS)]
-            out[agent] = (table[decisions] + vote_part).astype(np.float32)
+            others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
+            lo = others[k - 1] if k >= 1 else 0
+            hi = others[k] if k < len(others) else top
+            out[agent] = rows[lo, hi].copy()
         return out
 
     def _record_history(self, result: Any) -> None:

@@ -12,7 +12,8 @@ Per module and per real step it writes
   normalised or rescaled;
 - ``Postprocessing.ADVANTAGES``: GAE(lambda) (default) or return minus value,
   standardised over the real steps of the whole train batch (all modules together),
-  or per module.
+  or per module; optionally less a fitted counterfactual baseline computed from the
+  batch's ``counterfactual_rewards`` column (see ``rllib/counterfactual.py``).
 Phantom rows get target ``V(s_T)`` and advantage 0 (they are masked out of the loss).
 
 Termination vs truncation: a chunk is bootstrapped when its last real step carries

@@ -14,7 +14,10 @@ documented extension points:
 - a critic-only phase after each PPO update (``critic_replay_batches``)
   (``after_gradient_based_update()``) that re-fits the critic on the raw Monte Carlo
   targets of the last few train batches, as in PPG's auxiliary phase: more data for the
-  critic alone, the policy untouched.
+  critic alone, the policy untouched;
+- ``compute_loss_for_module()``: PPO's loss, plus, with
+  ``counterfactual_baseline="all_actions"``, the immediate counterfactual term as PPO's
+  clipped surrogate over all actions (the connector writes its per-action advantages).
 Options come from ``config.learners(learner_config_dict={"monte_carlo": {...}})``, see
 ``MonteCarloLearnerOptions``. Targets are never normalised or rescaled.
 

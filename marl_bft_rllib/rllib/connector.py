@@ -278,34 +278,56 @@ class MonteCarloValueTargets(ConnectorV2):
             part["actions"] = convert_to_numpy(module_batch[Columns.ACTIONS]).astype(np.int64)
         return part
 
-    def _fit_baselines(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
-        """Replace each module's advantages by the variance-optimal blend (all learners)."""
-        # The critic's predictions before any change (a head just initialised on this
-        # batch would be fitted in-sample), centred on their mean over every learner.
-        sums = allreduce_sum(
-            [
-                [p["fresh"][p["mask"]].sum(), p["mask"].sum()] if (p := parts.get(mid)) else [0, 0]
-                for mid in order
-            ]
-        )
-        moments = []
+    @staticmethod
+    def _fit_shift(
+        order: list[str],
+        parts: dict[str, dict[str, Any]],
+        signal: Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]],
+        shift: Callable[[dict[str, Any], float], tuple[np.ndarray, np.ndarray]],
+        stat: str,
+    ) -> None:
+        """Per module, advantages = base + beta * delta with beta variance-optimal (all learners).
+
+        ``signal(part)`` gives (values, rows) whose mean over every learner's rows is
+        taken; ``shift(part, mean)`` gives (base advantages, delta) from it. beta is
+        logged as ``stats[stat]``. Every learner makes the same reductions in the same
+        order (zeros for a module absent from its shard).
+        """
+        centres = []
+        for mid in order:
+            if (p := parts.get(mid)) is None:
+                centres.append([0.0, 0.0])
+                continue
+            values, rows = signal(p)
+            centres.append([values[rows].sum(), rows.sum()])
+        sums = allreduce_sum(centres)
+        moments, shifts = [], {}
         for k, mid in enumerate(order):
-            p = parts.get(mid)
-            if p is None:
+            if (p := parts.get(mid)) is None:
                 moments.append(np.zeros(5))
                 continue
-            mean = sums[k, 0] / max(sums[k, 1], 1.0)
-            _, p["adv_0"] = p["compute"](p["values"], baseline=np.zeros_like(p["fresh"]))
-            _, adv_v = p["compute"](p["values"], baseline=p["fresh"] - mean)
-            p["delta"] = adv_v - p["adv_0"]
-            a, d = p["adv_0"][p["mask"]], p["delta"][p["mask"]]
+            base, delta = shifts[mid] = shift(p, sums[k, 0] / max(sums[k, 1], 1.0))
+            a, d = base[p["mask"]], delta[p["mask"]]
             moments.append(np.array([a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()]))
         moments = allreduce_sum(moments)
         for k, mid in enumerate(order):
-            if (p := parts.get(mid)) is not None:
+            if mid in shifts:
                 beta = variance_optimal_coef_from_moments(*moments[k])
-                p["adv"] = p["adv_0"] + beta * p["delta"]
-                p["stats"]["baseline_coef"] = beta
+                base, delta = shifts[mid]
+                parts[mid]["adv"] = base + beta * delta
+                parts[mid]["stats"][stat] = beta
+
+    def _fit_baselines(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
+        """Replace each module's advantages by the variance-optimal blend (all learners)."""
+
+        def shift(p: dict[str, Any], mean: float) -> tuple[np.ndarray, np.ndarray]:
+            _, adv_0 = p["compute"](p["values"], baseline=np.zeros_like(p["fresh"]))
+            _, adv_v = p["compute"](p["values"], baseline=p["fresh"] - mean)
+            return adv_0, adv_v - adv_0
+
+        # The critic's predictions before any change (a head just initialised on this
+        # batch would be fitted in-sample), centred on their mean over every learner.
+        self._fit_shift(order, parts, lambda p: (p["fresh"], p["mask"]), shift, "baseline_coef")
 
     def _fit_counterfactual(self, order: list[str], parts: dict[str, dict[str, Any]]) -> None:
         """Subtract beta * (b - mean(b)) from each module's advantages (all learners).
@@ -315,34 +337,22 @@ class MonteCarloValueTargets(ConnectorV2):
         rewards r - beta * (b - mean(b))). beta in [0, 1] minimises the variance of the
         result on this batch, as for the critic's blend. Rows without b add nothing.
         """
-        valid = {mid: p["mask"] & np.isfinite(p["cf"]) for mid, p in parts.items()}
-        sums = allreduce_sum(
-            [
-                [p["cf"][valid[mid]].sum(), valid[mid].sum()] if (p := parts.get(mid)) else [0, 0]
-                for mid in order
-            ]
-        )
-        moments = []
-        for k, mid in enumerate(order):
-            p = parts.get(mid)
-            if p is None:
-                moments.append(np.zeros(5))
-                continue
-            mean = sums[k, 0] / max(sums[k, 1], 1.0)
-            p["cf_delta"] = np.where(valid[mid], mean - np.nan_to_num(p["cf"]), 0.0)
+        for p in parts.values():
+            p["cf_valid"] = p["mask"] & np.isfinite(p["cf"])
+
+        def shift(p: dict[str, Any], mean: float) -> tuple[np.ndarray, np.ndarray]:
+            delta = np.where(p["cf_valid"], mean - np.nan_to_num(p["cf"]), 0.0)
             if self.counterfactual_baseline == "trace":
-                zeros = np.zeros_like(p["cf_delta"])
-                _, p["cf_delta"] = p["chunks"](p["cf_delta"], zeros, baseline=zeros)
-            a, d = p["adv"][p["mask"]], p["cf_delta"][p["mask"]]
-            moments.append(np.array([a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()]))
-        moments = allreduce_sum(moments)
-        for k, mid in enumerate(order):
-            if (p := parts.get(mid)) is not None:
-                beta = variance_optimal_coef_from_moments(*moments[k])
-                p["adv"] = p["adv"] + beta * p["cf_delta"]
-                p["stats"]["counterfactual_coef"] = beta
-                if self.counterfactual_baseline == "all_actions":
-                    self._expected_immediate_term(p, valid[mid])
+                zeros = np.zeros_like(delta)
+                _, delta = p["chunks"](delta, zeros, baseline=zeros)
+            return p["adv"], delta
+
+        self._fit_shift(
+            order, parts, lambda p: (p["cf"], p["cf_valid"]), shift, "counterfactual_coef"
+        )
+        if self.counterfactual_baseline == "all_actions":
+            for p in parts.values():
+                self._expected_immediate_term(p, p["cf_valid"])
 
     @staticmethod
     def _expected_immediate_term(p: dict[str, Any], valid: np.ndarray) -> None:

@@ -24,8 +24,8 @@ survive ``MultiAgentEpisode.slice`` under several learners, unlike infos). On th
 env-to-module call (RLlib also makes one on a finished episode) it overwrites step t's
 placeholder with the vector from the newest infos, as RLlib's own ``MeanStdFilter``
 rewrites episode data. RLlib then adds the column to the train batch with the other
-model outputs. A step without a vector (an attacker's, or a table the env could not
-rebuild) stays NaN and gets no baseline.
+model outputs. A step without a vector (an attacker's, or one whose decision the env
+could not rebuild, as under the non-PBFT decision rules) stays NaN and gets no baseline.
 """
 
 from __future__ import annotations

@@ -191,20 +191,9 @@ class BFTSecurityEnv(ParallelEnv):
         self.n_context = len(self._source.context_names)
         self.n_hosts = self._source.n_hosts
         self._consensus = DECISION_RULES[cfg.decision_rule](cfg.bft)
-        # reward table by [label, action]: rebuilds counterfactual rewards (pbft rule only)
-        self._reward_by_action = np.array(
-            [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)]
-        )
-        # [label, decision, own vote] -> team part of the decision + vote_weight x own vote's
-        self._cf_tables = (
-            self._reward_by_action[:, :, None] + cfg.vote_weight * self._reward_by_action[:, None]
-        ).astype(np.float32)
-        # [label, lo, hi] -> per own vote a, that table at decision = a clamped to [lo, hi]
-        votes = np.arange(N_ACTIONS)
-        clamped = np.clip(votes, *np.indices((N_ACTIONS, N_ACTIONS))[..., None])
-        self._cf_rows = self._cf_tables[:, clamped, votes]
+        self._cf_tables, self._cf_rows = self._build_counterfactual_tables()
         self._cf_nan = np.full(N_ACTIONS, np.nan, np.float32)
-        self._rebuilds_decisions = cfg.decision_rule == "pbft"
+        self._rebuilds_decisions = cfg.decision_rule == "pbft"  # counterfactuals: pbft only
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
         )
@@ -269,6 +258,22 @@ class BFTSecurityEnv(ParallelEnv):
             "campaign": campaign_state_dim(self.n_hosts),
         }
         return _slices(sizes)
+
+    def _build_counterfactual_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Team + vote reward by [label, decision, own vote], and by [label, lo, hi, own vote]
+        with the decision = the own vote clamped to [lo, hi]."""
+        table = np.array(
+            [
+                [outcome_reward(self.config.reward_table, y, a) for a in range(N_ACTIONS)]
+                for y in (0, 1)
+            ]
+        )
+        by_decision = (table[:, :, None] + self.config.vote_weight * table[:, None]).astype(
+            np.float32
+        )
+        votes = np.arange(N_ACTIONS)
+        clamped = np.clip(votes, *np.indices((N_ACTIONS, N_ACTIONS))[..., None])
+        return by_decision, by_decision[:, clamped, votes]
 
     def state(self) -> np.ndarray:
         """The global hidden state (``state_space``) at the current observation."""

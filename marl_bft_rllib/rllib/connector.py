@@ -359,10 +359,11 @@ class MonteCarloValueTargets(ConnectorV2):
         """Move the sampled r_cf(a_t) - b out of the advantages into per-action ones.
 
         The advantages lose r_cf(a_t) - b (what stays of this step's reward in them no
-        longer depends on a_t); the column ``COUNTERFACTUAL_ADVANTAGES`` gets r_cf(a) - b for every action a, which
-        the loss weighs by the policy's probabilities: sum_a pi(a | o) (r_cf(a) - b) has
-        the same expected gradient as the sampled term, without its sampling noise. They
-        are standardised with the scale of the advantages before the move.
+        longer depends on a_t); the column ``COUNTERFACTUAL_ADVANTAGES`` gets r_cf(a) - b
+        for every action a, which the loss weighs by the policy's probabilities:
+        sum_a pi(a | o) (r_cf(a) - b) has the same expected gradient as the sampled term,
+        without its sampling noise. Both are standardised with the scale of the
+        advantages before the move.
         """
         cf = np.nan_to_num(np.asarray(p["cf_rewards"], dtype=np.float64))
         b = np.nan_to_num(p["cf"])[:, None]

@@ -30,6 +30,7 @@ could not rebuild, as under the non-PBFT decision rules) stays NaN and gets no b
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,14 @@ def counterfactual_baseline(logits: np.ndarray, rewards: np.ndarray) -> np.ndarr
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     return (p * r).sum(axis=1)
+
+
+@functools.cache
+def _placeholder(n_actions: int) -> np.ndarray:
+    """The NaN vector a step carries until its counterfactual rewards arrive (read-only)."""
+    out = np.full(n_actions, np.nan, np.float32)
+    out.flags.writeable = False
+    return out
 
 
 class RecordCounterfactualRewards(ConnectorV2):
@@ -87,7 +96,7 @@ class RecordCounterfactualRewards(ConnectorV2):
             self.add_batch_item(
                 batch,
                 COUNTERFACTUAL_REWARDS,
-                item_to_add=np.full(n_actions, np.nan, np.float32),
+                item_to_add=_placeholder(n_actions),  # shared: batching copies it
                 single_agent_episode=sa_episode,
             )
         return batch

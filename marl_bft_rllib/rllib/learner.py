@@ -314,7 +314,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         )
         mask = batch.get(Columns.LOSS_MASK)
         mean = surrogate[mask].mean() if mask is not None else surrogate.mean()
-        self.metrics.log_value((module_id, ALL_ACTIONS_LOSS_KEY), -mean.item(), window=1)
+        self.metrics.log_value((module_id, ALL_ACTIONS_LOSS_KEY), -mean.detach(), window=1)
         return loss - mean
 
     # ---------------------------------------------------------------- optimisers

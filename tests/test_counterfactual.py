@@ -225,6 +225,11 @@ def test_all_actions_surrogate_has_the_expected_gradient_of_the_sampled_one():
     (grad,) = torch.autograd.grad(surrogate, logits)
     expected = torch.autograd.grad((torch.softmax(logits, -1) * adv).sum(), logits)[0]
     torch.testing.assert_close(grad, expected)
+    # With advantages centred under pi_old (as the connector builds them) its value at
+    # pi = pi_old is 0: only its gradient moves the policy.
+    centred = adv - (torch.softmax(logits, -1) * adv).sum(-1, keepdim=True)
+    value = all_actions_surrogate(logits.detach(), logits.detach(), centred.detach(), 0.2)
+    torch.testing.assert_close(value, torch.zeros(5), atol=1e-6, rtol=0)
     # Outside the clip range an action's term stops pulling, as in PPO.
     moved = (logits.detach() + torch.tensor([5.0, 0, 0, 0])).requires_grad_(True)
     up = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(5, 4)

@@ -164,16 +164,18 @@ def test_loss_uses_the_counterfactual_baseline(trained):
 def test_all_actions_mode_trains_with_its_loss_term(trained):
     options = MonteCarloLearnerOptions(counterfactual_baseline="all_actions")
     config = build_ppo_config(
-        ENV, train_batch_size_per_learner=200, minibatch_size=None, num_epochs=1
+        ENV, train_batch_size_per_learner=200, minibatch_size=100, num_epochs=3
     ).learners(learner_config_dict=options.to_learner_config_dict())
     algo = config.build_algo()
     try:
         stats = algo.train()["learners"]["shared"]
     finally:
         algo.stop()
-    # The all-actions surrogate is in the loss: a finite, non-zero term is logged.
+    # At the sampling policy the term is 0 by construction (sum_a pi_old(a) (r_cf(a) - b)
+    # = 0); the last of six minibatches sees a moved policy, which has climbed the
+    # surrogate, so its loss term is negative. (A single minibatch would log ~0.)
     assert np.isfinite(stats["all_actions_policy_loss"])
-    assert stats["all_actions_policy_loss"] != 0.0
+    assert stats["all_actions_policy_loss"] < 0.0
 
 
 def test_inference_only_module_has_no_critic():

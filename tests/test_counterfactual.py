@@ -235,6 +235,11 @@ def test_all_actions_surrogate_has_the_expected_gradient_of_the_sampled_one():
     up = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(5, 4)
     (g,) = torch.autograd.grad(all_actions_surrogate(moved, logits.detach(), up, 0.2).sum(), moved)
     assert torch.all(g == 0)
+    # Unclipped (clip=None) it is sum_a pi(a) A_a at any policy, and keeps pulling.
+    value = all_actions_surrogate(moved, logits.detach(), adv, None)
+    torch.testing.assert_close(value, (torch.softmax(moved, -1) * adv).sum(-1))
+    (g,) = torch.autograd.grad(all_actions_surrogate(moved, logits.detach(), up, None).sum(), moved)
+    assert torch.all(g[:, 0] > 0)
 
 
 def test_connector_without_the_column_names_the_option():
@@ -247,5 +252,7 @@ def test_connector_without_the_column_names_the_option():
 def test_counterfactual_option_is_validated():
     with pytest.raises(ValueError, match="counterfactual_baseline"):
         MonteCarloLearnerOptions(counterfactual_baseline=True)
+    with pytest.raises(ValueError, match="all_actions_clip"):
+        MonteCarloLearnerOptions(all_actions_clip="no")
     with pytest.raises(ValueError, match="counterfactual_baseline"):
         MonteCarloValueTargets(gamma=0.9, lambda_=0.5, counterfactual_baseline="all")

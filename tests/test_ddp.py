@@ -17,6 +17,7 @@ from ray.rllib.utils.numpy import convert_to_numpy
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.connector import allreduce_sum
+from marl_bft_rllib.rllib.counterfactual import COUNTERFACTUAL_ADVANTAGES
 from marl_bft_rllib.rllib.learner import REPLAY_ROWS_KEY, MonteCarloLearnerOptions
 
 # The learner actors cannot import this test module: ship _shard_rows by value.
@@ -26,9 +27,12 @@ ROW_COLUMNS = (
     Columns.OBS,
     Columns.REWARDS,
     Columns.LOSS_MASK,
+    Columns.ACTIONS,
     Postprocessing.VALUE_TARGETS,
     Postprocessing.ADVANTAGES,
+    COUNTERFACTUAL_ADVANTAGES,  # the default counterfactual_baseline="all_actions"
 )
+DIFF_COLUMNS = (Postprocessing.VALUE_TARGETS, Postprocessing.ADVANTAGES, COUNTERFACTUAL_ADVANTAGES)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +196,7 @@ def _two_and_one(two_learner_algo: tuple[Any, Any], reduce: bool) -> tuple[dict,
 
 def _max_differences(two: dict, one: dict) -> dict[str, float]:
     """Largest |2 learners - 1 learner| over every row, per column (same chunks in both)."""
-    out = dict.fromkeys((Postprocessing.VALUE_TARGETS, Postprocessing.ADVANTAGES), 0.0)
+    out = dict.fromkeys(DIFF_COLUMNS, 0.0)
     for mid in one:
         assert two[mid].keys() == one[mid].keys(), f"{mid}: not the same episode chunks"
         for key, chunk in one[mid].items():
@@ -220,11 +224,18 @@ def test_two_learners_give_every_row_the_targets_and_advantages_of_one(
     assert any(c[Postprocessing.VALUE_TARGETS][-1] != 0.0 for c in chunks)
     targets = np.concatenate([c[Postprocessing.VALUE_TARGETS] for c in chunks])[mask]
     adv = np.concatenate([c[Postprocessing.ADVANTAGES] for c in chunks])[mask]
-    assert abs(adv.mean()) < 1e-3 and abs(adv.std() - 1.0) < 1e-3  # whole-batch scale
+    per_action = np.concatenate([c[COUNTERFACTUAL_ADVANTAGES] for c in chunks])[mask]
+    actions = np.concatenate([c[Columns.ACTIONS] for c in chunks])[mask].astype(int)
+    assert np.abs(per_action).max() > 0.1  # the all-actions column is filled
+    # Whole-batch scale: the advantages are centred, and scaled by the std of the
+    # advantages before the taken action's immediate term moved to the per-action column.
+    before = adv + per_action[np.arange(actions.size), actions]
+    assert abs(adv.mean()) < 1e-3 and abs(before.std() - 1.0) < 1e-3
     diff = _max_differences(two, one)
     # float32 outputs of float64 sums: noise only (targets are raw returns of size ~100).
     assert diff[Postprocessing.VALUE_TARGETS] <= 1e-4 * max(1.0, np.abs(targets).max()), diff
     assert diff[Postprocessing.ADVANTAGES] <= 1e-4, diff
+    assert diff[COUNTERFACTUAL_ADVANTAGES] <= 1e-4, diff
 
 
 def test_per_row_check_fails_without_the_cross_learner_reduction(

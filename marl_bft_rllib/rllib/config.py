@@ -132,7 +132,9 @@ def build_ppo_config(
             f"see PPOConfig.training for the valid names"
         )
     # the counterfactual rewards reach the learner through the central critic's module
-    counterfactual = "step" if critic == "central" else "off"
+    counterfactual = (
+        MonteCarloLearnerOptions().counterfactual_baseline if critic == "central" else "off"
+    )
     options = MonteCarloLearnerOptions(counterfactual_baseline=counterfactual)
     if learned:
         if not shared_policy:

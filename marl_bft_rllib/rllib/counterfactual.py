@@ -11,9 +11,10 @@ them, ``selective_primary`` choosing whom to leave out). It removes what a criti
 cannot: the event's label and the peers' votes, which decide most of a step's reward.
 With ``counterfactual_baseline="all_actions"`` the sampled immediate term
 ``r_cf(a_t) - b`` also leaves the advantage and the loss takes its expectation over
-actions instead, ``sum_a pi(a | o) (r_cf(a) - b)``, through PPO's clipped surrogate per
-action (``all_actions_surrogate``), as in all-action / mean actor-critic policy
-gradients. Value targets are untouched (raw Monte Carlo returns).
+actions instead, ``sum_a pi(a | o) (r_cf(a) - b)`` (``all_actions_surrogate``), as in
+all-action / mean actor-critic policy gradients: unclipped by default, since for a
+fixed step it is the exact expected immediate reward under the new policy, or clipped
+per action like PPO's surrogate (``all_actions_clip=True``). Value targets are untouched (raw Monte Carlo returns).
 
 How the vectors reach the learner: the env returns step t's vector with the
 observation of step t + 1, after step t's action was sampled. So
@@ -106,16 +107,19 @@ def all_actions_surrogate(
     logits: torch.Tensor,
     old_logits: torch.Tensor,
     advantages: torch.Tensor,
-    clip: float,
+    clip: float | None,
 ) -> torch.Tensor:
     """Per row, sum_a pi_old(a) min(ratio_a A_a, clip(ratio_a) A_a): PPO's surrogate over all actions.
 
     ``ratio_a = pi(a) / pi_old(a)``; its gradient at pi = pi_old is that of
-    sum_a pi(a) A_a, the expectation of the sampled surrogate's over actions.
+    sum_a pi(a) A_a, the expectation of the sampled surrogate's over actions. With
+    ``clip=None`` it is sum_a pi(a) A_a itself.
     """
     logp = torch.log_softmax(logits, dim=-1)
     old_logp = torch.log_softmax(old_logits, dim=-1).detach()
     ratio = torch.exp(logp - old_logp)
+    if clip is None:
+        return (torch.exp(old_logp) * ratio * advantages).sum(dim=-1)
     clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     return (torch.exp(old_logp) * surrogate).sum(dim=-1)

@@ -16,8 +16,9 @@ documented extension points:
   targets of the last few train batches, as in PPG's auxiliary phase: more data for the
   critic alone, the policy untouched;
 - ``compute_loss_for_module()``: PPO's loss, plus, with
-  ``counterfactual_baseline="all_actions"``, the immediate counterfactual term as PPO's
-  clipped surrogate over all actions (the connector writes its per-action advantages).
+  ``counterfactual_baseline="all_actions"`` (the default), the immediate
+  counterfactual term's expectation over all actions, unclipped unless
+  ``all_actions_clip`` (the connector writes its per-action advantages).
 Options come from ``config.learners(learner_config_dict={"monte_carlo": {...}})``, see
 ``MonteCarloLearnerOptions``. Targets are never normalised or rescaled.
 
@@ -100,21 +101,27 @@ class MonteCarloLearnerOptions:
         0, would otherwise look like an escape: delta_T = r_T - V > 0),
         "critic" (V itself) or "zero" (no critic, an ablation). Value targets always
         bootstrap with V and are never rescaled.
-    counterfactual_baseline: "step" (default): also subtract beta * (b - mean(b)) from
-        the advantages, where b = sum_a pi(a | o) r_cf(a) is the step's expected team +
-        vote reward under the sampling policy, from the env's counterfactual rewards (the
-        reward had the agent voted each action, everything else fixed; COMA-style, see
-        ``rllib/counterfactual.py``), and beta in [0, 1] minimises the advantages'
-        variance on the batch. It does not depend on the agent's own action, so the
-        gradient stays unbiased. "trace": the advantage of r - beta * (b - mean(b)), so
-        the later steps of the advantage's window lose their b too (less noise; biased
-        by how the action changes the next steps' expected rewards). "all_actions":
-        "step", and the sampled immediate term r_cf(a_t) - b leaves the advantage for an
-        exact expectation in the loss, sum_a pi(a | o) (r_cf(a) - b), through PPO's
-        clipped surrogate per action (logged as ``all_actions_policy_loss``): the same
-        expected gradient without the noise of which action was sampled. "off": none.
-        Needs the central critic's module (``build_ppo_config`` turns it off with
-        ``critic="local"``).
+    counterfactual_baseline: "all_actions" (default), "step", "trace" or "off". "step":
+        subtract beta * (b - mean(b)) from the advantages, where b = sum_a pi(a | o)
+        r_cf(a) is the step's expected team + vote reward under the sampling policy, from
+        the env's counterfactual rewards (the reward had the agent voted each action,
+        everything else fixed; COMA-style, see ``rllib/counterfactual.py``), and beta in
+        [0, 1] minimises the advantages' variance on the batch. It does not depend on the
+        agent's own action, so the gradient stays unbiased. "trace": the advantage of r -
+        beta * (b - mean(b)), so the later steps of the advantage's window lose their b
+        too (less noise; biased by how the action changes the next steps' expected
+        rewards). "all_actions": "step", and the sampled immediate term r_cf(a_t) - b
+        leaves the advantage for an exact expectation in the loss, sum_a pi(a | o)
+        (r_cf(a) - b) (logged as ``all_actions_policy_loss``): the same expected gradient
+        without the noise of which action was sampled. "off": none. Needs the central
+        critic's module (``build_ppo_config`` turns it off with ``critic="local"``).
+    all_actions_clip: clip the "all_actions" term per action as PPO clips its surrogate
+        (True), or maximise sum_a pi(a | o) (r_cf(a) - b) unclipped (False, default):
+        for a fixed step that sum is the exact expected immediate reward under the new
+        policy, not an importance-sampled estimate, so it needs no trust region (the
+        sampled rest of the advantage keeps PPO's clip). Measured (3 seeds x 30
+        iterations, benchmarks/value_learning.py): clipped, it was the slowest of the
+        modes at iteration 1; unclipped, the fastest (see the README).
     separate_critic_optimizer: own Adam for critic encoder + value head.
     critic_lr: learning rate of that Adam (the policy keeps ``config.lr``). 3e-4 by
         default: on the default scenario (3 seeds x 30 iterations) 1e-2 overfit each
@@ -152,7 +159,8 @@ class MonteCarloLearnerOptions:
     advantage_estimator: str = "gae"
     standardize_advantages: str = "batch"
     value_baseline: str = "fitted"
-    counterfactual_baseline: str = "step"
+    counterfactual_baseline: str = "all_actions"
+    all_actions_clip: bool = False
     separate_critic_optimizer: bool = True
     critic_lr: float = 3e-4
     critic_grad_clip: float | None = None
@@ -174,6 +182,7 @@ class MonteCarloLearnerOptions:
         check_choice("standardize_advantages", self.standardize_advantages, STANDARDIZE_MODES)
         check_choice("value_baseline", self.value_baseline, VALUE_BASELINES)
         check_choice("counterfactual_baseline", self.counterfactual_baseline, COUNTERFACTUAL_MODES)
+        check_bool("all_actions_clip", self.all_actions_clip)
         check_bool("separate_critic_optimizer", self.separate_critic_optimizer)
         check_number("critic_lr", self.critic_lr, lo=0.0, lo_open=True)
         if self.critic_grad_clip is not None:
@@ -310,7 +319,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             fwd_out[Columns.ACTION_DIST_INPUTS],
             batch[Columns.ACTION_DIST_INPUTS],
             batch[COUNTERFACTUAL_ADVANTAGES],
-            config.clip_param,
+            config.clip_param if self.mc_options.all_actions_clip else None,
         )
         mask = batch.get(Columns.LOSS_MASK)
         mean = surrogate[mask].mean() if mask is not None else surrogate.mean()

@@ -14,7 +14,8 @@ With ``counterfactual_baseline="all_actions"`` the sampled immediate term
 actions instead, ``sum_a pi(a | o) (r_cf(a) - b)`` (``all_actions_surrogate``), as in
 all-action / mean actor-critic policy gradients: unclipped by default, since for a
 fixed step it is the exact expected immediate reward under the new policy, or clipped
-per action like PPO's surrogate (``all_actions_clip=True``). Value targets are untouched (raw Monte Carlo returns).
+per action like PPO's surrogate (``all_actions_clip=True``). Value targets are
+untouched (raw Monte Carlo returns).
 
 How the vectors reach the learner: the env returns step t's vector with the
 observation of step t + 1, after step t's action was sampled. So

@@ -117,10 +117,10 @@ def all_actions_surrogate(
     ``clip=None`` it is sum_a pi(a) A_a itself.
     """
     logp = torch.log_softmax(logits, dim=-1)
+    if clip is None:
+        return (torch.exp(logp) * advantages).sum(dim=-1)
     old_logp = torch.log_softmax(old_logits, dim=-1).detach()
     ratio = torch.exp(logp - old_logp)
-    if clip is None:
-        return (torch.exp(old_logp) * ratio * advantages).sum(dim=-1)
     clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     return (torch.exp(old_logp) * surrogate).sum(dim=-1)

@@ -126,7 +126,21 @@ class StockPPOWithStats(PPOTorchLearner):
         )
 
 
+def _split_overrides(rest: str) -> list[str]:
+    """``k=v`` items of a variant's overrides: commas inside ``[...]`` (JSON lists) stay."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(rest):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(rest[start:i])
+            start = i + 1
+    items.append(rest[start:])
+    return [kv for kv in items if kv]
+
+
 def _parse(text: str) -> Any:
+    if text.startswith("["):
+        return json.loads(text)  # e.g. an lr schedule: lr=[[0,0.001],[20000,0.0003]]
     for cast in (int, float):
         try:
             return cast(text)
@@ -138,7 +152,7 @@ def _parse(text: str) -> Any:
 def build_variant(name: str, seed: int, batch: int, envs: int) -> Any:
     """The PPOConfig of one variant (see the module docstring) for one seed."""
     base, _, rest = name.partition(":")
-    overrides = {k: _parse(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    overrides = {k: _parse(v) for k, v in (kv.split("=", 1) for kv in _split_overrides(rest))}
     options = {k: overrides.pop(k) for k in list(overrides) if k in MC_FIELDS}
     # An EnvConfig field unless PPO has a training option of that name (gamma, lambda_).
     env = {k: overrides.pop(k) for k in list(overrides) if k in ENV_FIELDS - TRAINING_KEYS}

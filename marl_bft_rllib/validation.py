@@ -20,6 +20,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_options",
+    "check_schedule",
     "check_str",
 ]
 
@@ -77,6 +78,27 @@ def check_number(
     if below or above:
         raise ValueError(f"{name}: must be {_range_text(lo, hi, lo_open, hi_open)}, got {value!r}")
     return v
+
+
+def check_schedule(name: str, value: object) -> float | list[list[float]]:
+    """Return a positive number, or an RLlib schedule ``[[timestep, value], ...]``, normalised.
+
+    A schedule starts at timestep 0, its timesteps increase strictly and its values are
+    positive; RLlib interpolates linearly between the points and keeps the last value.
+    """
+    if not isinstance(value, (list, tuple)):
+        return check_number(name, value, lo=0.0, lo_open=True)
+    points: list[list[float]] = []
+    for i, point in enumerate(value):
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise ValueError(f"{name}[{i}]: expected a [timestep, value] pair, got {point!r}")
+        t = check_int(f"{name}[{i}][0] (timestep)", point[0], lo=0)
+        points.append([t, check_number(f"{name}[{i}][1]", point[1], lo=0.0, lo_open=True)])
+    if not points or points[0][0] != 0:
+        raise ValueError(f"{name}: a schedule must start at timestep 0, got {value!r}")
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:], strict=False)):
+        raise ValueError(f"{name}: schedule timesteps must increase strictly, got {value!r}")
+    return points
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -347,6 +347,15 @@ def test_build_ppo_config_rejects_bad_training_keys():
         build_ppo_config(not_an_option=3)
 
 
+def test_build_ppo_config_checks_the_lr_schedule():
+    assert build_ppo_config().lr == [[0, 1e-3], [20_000, 1e-4]]  # the default schedule
+    assert build_ppo_config(lr=5e-4).lr == 5e-4
+    with pytest.raises(ValueError, match=r"^lr: a schedule must start at timestep 0"):
+        build_ppo_config(lr=[[100, 1e-3]])
+    with pytest.raises(ValueError, match=r"^lr: must be > 0"):
+        build_ppo_config(lr=-1e-3)
+
+
 def test_build_ppo_config_trains_on_real_env(ray_session):
     config = build_ppo_config(
         {"horizon": 40, "seed": 3},

@@ -24,6 +24,7 @@ from marl_bft_rllib.validation import (
     check_int,
     check_number,
     check_options,
+    check_schedule,
     check_str,
 )
 
@@ -436,6 +437,24 @@ def test_check_options() -> None:
     assert msg.startswith("o: unknown key(s) 'zz'; expected some of ['a', 'b']")
     assert msg.endswith("got {'a': 1, 'zz': 2}")
     assert _message(check_options, "o", [("a", 1)], ("a",)).startswith("o: expected a dict")
+
+
+def test_check_schedule() -> None:
+    assert check_schedule("lr", np.float32(0.5)) == 0.5
+    assert check_schedule("lr", ((0, 1e-3), [np.int64(20), 1e-4])) == [[0, 1e-3], [20, 1e-4]]
+    assert _message(check_schedule, "lr", 0.0) == "lr: must be > 0.0, got 0.0"
+    assert _message(check_schedule, "lr", []).startswith("lr: a schedule must start at timestep 0")
+    assert _message(check_schedule, "lr", [[5, 1e-3]]).startswith("lr: a schedule must start")
+    assert _message(check_schedule, "lr", [[0, 1e-3], [0, 1e-4]]).startswith(
+        "lr: schedule timesteps must increase strictly"
+    )
+    assert _message(check_schedule, "lr", [[0, 1e-3], [9, -1.0]]) == (
+        "lr[1][1]: must be > 0.0, got -1.0"
+    )
+    assert _message(check_schedule, "lr", [[0, 1e-3, 2]]).startswith(
+        "lr[0]: expected a [timestep, value] pair"
+    )
+    assert _message(check_schedule, "lr", [[0.5, 1e-3]]).startswith("lr[0][0] (timestep)")
 
 
 def test_validation_is_numpy_only() -> None:

@@ -24,9 +24,15 @@ Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
     python benchmarks/value_learning.py               # the lever rows, 3 seeds x 30 iterations
     python benchmarks/value_learning.py --variants ours:critic_replay_batches=0 ours \
         --out benchmarks/results/value_learning_replay_kl.json   # critic replay off / on
-    python benchmarks/value_learning.py --variants ours ours:counterfactual_baseline=trace \
-        ours:counterfactual_baseline=all_actions stock stock:gamma=0.95 \
-        --out benchmarks/results/value_learning_counterfactual.json  # today's defaults
+    python benchmarks/value_learning.py --variants ours stock stock:gamma=0.95 \
+        --out benchmarks/results/value_learning_lr_schedule.json  # today's defaults
+    python benchmarks/value_learning.py --variants ours:counterfactual_baseline=step \
+        ours:counterfactual_baseline=trace \
+        'ours:counterfactual_baseline=all_actions,all_actions_clip=true' \
+        --out benchmarks/results/value_learning_counterfactual.json  # the baseline's modes
+        # (these ran at a constant lr 3e-4: add lr=0.0003 to each variant to repeat them)
+    python benchmarks/value_learning.py --variants 'ours:lr=[[0,0.001],[20000,0.0001]]' \
+        --out /tmp/vl.json  # JSON list values, e.g. an lr schedule (the default one here)
     python benchmarks/value_learning.py --iters 10 \
         --variants stock:lambda_=0.95 stock:lambda_=0.5 stock:gamma=0.95 \
         --out benchmarks/results/value_learning_grid.json    # stock's (gamma, lambda) grid

@@ -11,8 +11,8 @@ line is ``BEST_CHECKPOINT <path> EVAL_F1 <value>``. Every default lives in ``DEF
 ``TRAINING`` / ``SMOKE`` below; the Tune wiring is in ``marl_bft_rllib.tune``.
 
 Results to expect
-    eval F1 >= 0.9 within the first few iterations (about a minute of training on a
-    2-core CPU), best about 0.98-1.0.
+    eval F1 >= 0.9 at the first evaluation, after two iterations (about 15 s of training
+    on a 2-core CPU); the default run then stops at F1 0.98 (20 held-out episodes).
 """
 
 from __future__ import annotations

@@ -83,8 +83,9 @@ def check_number(
 def check_schedule(name: str, value: object) -> float | list[list[float]]:
     """Return a positive number, or an RLlib schedule ``[[timestep, value], ...]``, normalised.
 
-    A schedule starts at timestep 0, its timesteps increase strictly and its values are
-    positive; RLlib interpolates linearly between the points and keeps the last value.
+    A schedule has two or more points, starts at timestep 0, its timesteps increase
+    strictly and its values are positive; RLlib interpolates linearly between the points
+    and keeps the last value. Whole-number timesteps become ints (``2e4`` -> 20000).
     """
     if not isinstance(value, (list, tuple)):
         return check_number(name, value, lo=0.0, lo_open=True)
@@ -92,10 +93,14 @@ def check_schedule(name: str, value: object) -> float | list[list[float]]:
     for i, point in enumerate(value):
         if not isinstance(point, (list, tuple)) or len(point) != 2:
             raise ValueError(f"{name}[{i}]: expected a [timestep, value] pair, got {point!r}")
-        t = check_int(f"{name}[{i}][0] (timestep)", point[0], lo=0)
+        t = check_number(f"{name}[{i}][0] (timestep)", point[0], lo=0.0)
+        t = int(t) if t.is_integer() else t
         points.append([t, check_number(f"{name}[{i}][1]", point[1], lo=0.0, lo_open=True)])
-    if not points or points[0][0] != 0:
-        raise ValueError(f"{name}: a schedule must start at timestep 0, got {value!r}")
+    if len(points) < 2 or points[0][0] != 0:
+        raise ValueError(
+            f"{name}: a schedule needs two or more [timestep, value] points from timestep 0, "
+            f"got {value!r}"
+        )
     if any(b[0] <= a[0] for a, b in zip(points, points[1:], strict=False)):
         raise ValueError(f"{name}: schedule timesteps must increase strictly, got {value!r}")
     return points

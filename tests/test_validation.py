@@ -442,19 +442,23 @@ def test_check_options() -> None:
 def test_check_schedule() -> None:
     assert check_schedule("lr", np.float32(0.5)) == 0.5
     assert check_schedule("lr", ((0, 1e-3), [np.int64(20), 1e-4])) == [[0, 1e-3], [20, 1e-4]]
+    out = check_schedule("lr", [[0.0, 1e-3], [2e4, 1e-4], [2.5e4 + 0.5, 5e-5]])
+    assert out == [[0, 1e-3], [20000, 1e-4], [25000.5, 5e-5]]
+    assert type(out[1][0]) is int
     assert _message(check_schedule, "lr", 0.0) == "lr: must be > 0.0, got 0.0"
-    assert _message(check_schedule, "lr", []).startswith("lr: a schedule must start at timestep 0")
-    assert _message(check_schedule, "lr", [[5, 1e-3]]).startswith("lr: a schedule must start")
+    two_points = "lr: a schedule needs two or more [timestep, value] points from timestep 0"
+    for bad in ([], [[0, 1e-3]], [[5, 1e-3], [9, 1e-4]]):
+        assert _message(check_schedule, "lr", bad).startswith(two_points)
     assert _message(check_schedule, "lr", [[0, 1e-3], [0, 1e-4]]).startswith(
         "lr: schedule timesteps must increase strictly"
     )
     assert _message(check_schedule, "lr", [[0, 1e-3], [9, -1.0]]) == (
         "lr[1][1]: must be > 0.0, got -1.0"
     )
-    assert _message(check_schedule, "lr", [[0, 1e-3, 2]]).startswith(
+    assert _message(check_schedule, "lr", [[0, 1e-3, 2], [9, 1e-4]]).startswith(
         "lr[0]: expected a [timestep, value] pair"
     )
-    assert _message(check_schedule, "lr", [[0.5, 1e-3]]).startswith("lr[0][0] (timestep)")
+    assert _message(check_schedule, "lr", [[-1, 1e-3]]).startswith("lr[0][0] (timestep)")
 
 
 def test_validation_is_numpy_only() -> None:

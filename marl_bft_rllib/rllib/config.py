@@ -38,7 +38,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # Policy lr, an RLlib schedule over env steps: 1e-3 down to 1e-4 at 20,000 (iteration
     # 10 at this batch size), then held (measured, benchmarks/value_learning.py, 3 seeds:
     # mean F1 over iterations 1-10 0.989 against 0.974 at a constant 3e-4, F1 >= 0.9 after
-    # one iteration in every seed, and no swings late; stock PPO gains little from it).
+    # one iteration in every seed, and smaller swings late; stock PPO gains little).
     "lr": [[0, 1e-3], [20_000, 1e-4]],
     "train_batch_size_per_learner": 2000,
     "minibatch_size": 256,

@@ -6,9 +6,9 @@ engine work without Ray; ``register()`` and ``marl_bft_rllib.rllib`` need it.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from marl_bft_rllib.env import ENV_NAME
 
-ENV_NAME = "marl_bft"
+__version__ = "0.1.0"
 
 
 def register(name: str = ENV_NAME) -> str:

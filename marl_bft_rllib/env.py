@@ -98,8 +98,16 @@ class BFTSecurityEnv(ParallelEnv):
     own_votes (history) | decisions (history): last committed decisions |
     is_primary (1) | view_change_recency (1): exp(-steps since the last view change / 10) |
     progress (1, only with time_limit="episodic"): t / horizon |
-    peer_votes (n): peers' last revealed votes | convicted (n): convicted peers]``.
+    peer_votes (n): peers' last revealed votes | peer_lenient (n) | peer_severe (n) |
+    convicted (n): convicted peers]``.
     Votes and decisions are severity / 3, with -1 for "none yet / not revealed".
+    ``peer_lenient`` / ``peer_severe`` (each replica's own slot included) are each peer's
+    running dissent from the committed decisions, a mean over its last
+    ``peer_stats_window`` revealed votes (0 before any): how far (severity / 3) its vote
+    was below a restrictive decision, and above a non-restrictive one. An insider who
+    always allows shows up in the first, a denial-of-service replica in the second, so a
+    memoryless policy can tell which behaviour it faces; ``peer_stats_window=0`` leaves
+    both slices out.
     An attacker's observation is a defender's of its own replica (its own sensor and
     the protocol view) followed by ``label`` (1): the current event's true label (an
     insider knows its campaign). ``observation_layout(agent)`` names every slice.
@@ -247,6 +255,8 @@ class BFTSecurityEnv(ParallelEnv):
             "view_change_recency": 1,
             "progress": 1 if self.config.time_limit == "episodic" else 0,
             "peer_votes": self.n,
+            "peer_lenient": self.n if self.config.peer_stats_window else 0,
+            "peer_severe": self.n if self.config.peer_stats_window else 0,
             "convicted": self.n,
         }
         return _slices(sizes)
@@ -330,6 +340,8 @@ class BFTSecurityEnv(ParallelEnv):
         self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)
         self._decisions = np.full(cfg.history, -1.0, np.float32)
         self._peer_votes = np.full(self.n, -1.0, np.float32)
+        self._dissent = np.zeros((2, self.n), np.float32)  # (lenient, severe) running means
+        self._dissent_count = np.zeros((2, self.n), np.int64)
         self._last_view_change = -(10**9)  # never: recency 0
         self._fp_hist = np.zeros((cfg.fp_window, 2), np.int64)  # (false positive, benign)
         self._quarantine_until = np.zeros(self.n_hosts, np.int64)
@@ -484,8 +496,22 @@ class BFTSecurityEnv(ParallelEnv):
         self._decisions[0] = int(result.decision) * _SEVERITY
         revealed = result.revealed_votes
         self._peer_votes = np.where(revealed >= 0, revealed * _SEVERITY, -1.0).astype(np.float32)
+        if result.committed and self.config.peer_stats_window:
+            self._record_dissent(int(result.decision), revealed)
         if result.view_changes:
             self._last_view_change = self.t
+
+    def _record_dissent(self, decision: int, revealed: np.ndarray) -> None:
+        """Fold one committed decision into every revealed peer's running dissent."""
+        seen = revealed >= 0
+        if is_restrictive(decision):  # how far below the decision (lenient)
+            row, gap = 0, np.maximum(decision - revealed, 0)
+        else:  # how far above it (severe)
+            row, gap = 1, np.maximum(revealed - decision, 0)
+        count = self._dissent_count[row]
+        count[seen] = np.minimum(count[seen] + 1, self.config.peer_stats_window)
+        mean = self._dissent[row]
+        mean[seen] += (gap[seen] * _SEVERITY - mean[seen]) / count[seen]
 
     def _step_infos(self, label: int, result: Any, last: bool) -> dict[str, dict]:
         """Per-agent infos: label, decision, committed, view, the new state (+ episode end)."""
@@ -516,6 +542,8 @@ class BFTSecurityEnv(ParallelEnv):
         )
         obs[:, lay["progress"]] = self.t / self.config.horizon  # empty slice if unbounded
         obs[:, lay["peer_votes"]] = self._peer_votes
+        obs[:, lay["peer_lenient"]] = self._dissent[0]  # empty slices if peer_stats_window=0
+        obs[:, lay["peer_severe"]] = self._dissent[1]
         obs[:, lay["convicted"]] = self._consensus.convicted
         if not self.learned:
             return {self.possible_agents[i]: obs[i] for i in self.honest}

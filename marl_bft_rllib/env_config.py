@@ -106,6 +106,10 @@ class EnvConfig:
     synthetic_options: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig settings
     sensor_noise: float = 1.0
     history: int = 3
+    # Each peer's running dissent from the committed decisions, in the observation (see
+    # the env's Observation Space): a running mean over its last ``peer_stats_window``
+    # revealed votes; 0 leaves the two slices out.
+    peer_stats_window: int = 50
     fp_window: int = 20
     quarantine_steps: int = 10
     time_limit: str = "episodic"
@@ -120,6 +124,7 @@ class EnvConfig:
         self.horizon = check_int("horizon", self.horizon, lo=1)
         self.n_hosts = check_int("n_hosts", self.n_hosts, lo=1)
         self.history = check_int("history", self.history, lo=1)
+        self.peer_stats_window = check_int("peer_stats_window", self.peer_stats_window, lo=0)
         self.fp_window = check_int("fp_window", self.fp_window, lo=1)
         self.quarantine_steps = check_int("quarantine_steps", self.quarantine_steps, lo=0)
         self.byzantine_behaviors = check_behaviors(self.byzantine_behaviors, "byzantine_behaviors")

@@ -131,6 +131,57 @@ def test_observation_history_protocol_and_peer_slices():
             np.testing.assert_array_equal(obs[lay["convicted"]], 0.0)
 
 
+def test_peer_dissent_is_the_running_mean_over_the_last_revealed_votes():
+    cfg = {"n_byzantine": 0, "horizon": 60, "peer_stats_window": 4}
+    pattern = [Action.ALLOW, Action.ALERT, Action.BLOCK, Action.QUARANTINE]
+    vote = lambda t, a, o: int(pattern[(t * (int(a[-1]) + 1)) % 4])  # noqa: E731
+    env, steps, _ = scripted(cfg, 5, vote)
+    lay = env.observation_layout()
+    gaps: list[list[list[float]]] = [[[] for _ in range(env.n)] for _ in range(2)]
+    for step in steps[:-1]:
+        obs = next(iter(step["obs_next"].values()))
+        if step["info"]["committed"]:
+            decision = step["info"]["decision"]
+            for j, seen in enumerate(obs[lay["peer_votes"]]):
+                if seen < 0:
+                    continue
+                v = round(seen * 3)
+                if decision >= Action.BLOCK:
+                    gaps[0][j].append(max(decision - v, 0) / 3)
+                else:
+                    gaps[1][j].append(max(v - decision, 0) / 3)
+        for row, name in enumerate(("peer_lenient", "peer_severe")):
+            # the first 4 gaps averaged, then each new one weighs 1/4 (a capped running mean)
+            want = np.zeros(env.n)
+            for j, xs in enumerate(gaps[row]):
+                for k, x in enumerate(xs):
+                    want[j] += (x - want[j]) / min(k + 1, 4)
+            np.testing.assert_allclose(obs[lay[name]], want, atol=1e-6)
+    assert all(gaps[0]) and all(gaps[1])  # both rows were exercised for every peer
+
+
+@pytest.mark.parametrize(
+    ("behavior", "slot"), [("always_allow", "peer_lenient"), ("always_quarantine", "peer_severe")]
+)
+def test_peer_dissent_singles_out_the_byzantine_replica(behavior, slot):
+    cfg = {"byzantine_behaviors": (behavior,), "byzantine_replicas": (2,), "horizon": 200}
+    env = BFTSecurityEnv(cfg)
+    obs, _ = env.reset(seed=0)
+    lay = env.observation_layout()
+    while env.agents:  # perfect honest detectors: restrictive exactly on malicious events
+        label = int(env._event.label)
+        obs, *_ = env.step(dict.fromkeys(env.agents, int(Action.BLOCK) if label else 0))
+    dissent = next(iter(obs.values()))[lay[slot]]
+    assert dissent[2] > 0.5 and np.all(np.delete(dissent, 2) < 0.05), dissent
+
+
+def test_peer_stats_window_zero_leaves_the_slices_out():
+    with_stats, without = BFTSecurityEnv({}), BFTSecurityEnv({"peer_stats_window": 0})
+    assert without.obs_dim == with_stats.obs_dim - 2 * with_stats.n
+    for name in ("peer_lenient", "peer_severe"):
+        assert without.observation_layout()[name].stop == without.observation_layout()[name].start
+
+
 def test_convicted_peer_appears_in_every_observation():
     cfg = {**scenario_config("equivocating_primary"), "horizon": 40}
     env, steps, _ = scripted(cfg, 0, lambda t, a, o: int(Action.ALLOW))

@@ -214,6 +214,7 @@ ENV_BAD: dict[str, list[Any]] = {
     ],
     "sensor_noise": [-1.0, NAN, INF, None, "1", True],
     "history": [0, -1, 1.5, None, True],
+    "peer_stats_window": [-1, 2.5, None, "50", True],
     "fp_window": [0, 2.5, None, "20", True],
     "quarantine_steps": [-1, "a", 2.5, None, True],
     "time_limit": ["forever", None, 0],

@@ -340,8 +340,9 @@ class BFTSecurityEnv(ParallelEnv):
         self._own_votes = np.full((self.n, cfg.history), -1.0, np.float32)
         self._decisions = np.full(cfg.history, -1.0, np.float32)
         self._peer_votes = np.full(self.n, -1.0, np.float32)
-        self._dissent = np.zeros((2, self.n), np.float32)  # (lenient, severe) running means
-        self._dissent_count = np.zeros((2, self.n), np.int64)
+        tracked = self.n if cfg.peer_stats_window else 0  # matches the observation slices
+        self._dissent = np.zeros((2, tracked), np.float32)  # (lenient, severe) running means
+        self._dissent_count = np.zeros((2, tracked), np.int64)
         self._last_view_change = -(10**9)  # never: recency 0
         self._fp_hist = np.zeros((cfg.fp_window, 2), np.int64)  # (false positive, benign)
         self._quarantine_until = np.zeros(self.n_hosts, np.int64)

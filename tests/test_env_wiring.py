@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pettingzoo.test import parallel_api_test
 
 from marl_bft_rllib.actions import Action
 from marl_bft_rllib.env import BFTSecurityEnv
@@ -180,6 +181,7 @@ def test_peer_stats_window_zero_leaves_the_slices_out():
     assert without.obs_dim == with_stats.obs_dim - 2 * with_stats.n
     for name in ("peer_lenient", "peer_severe"):
         assert without.observation_layout()[name].stop == without.observation_layout()[name].start
+    parallel_api_test(without, num_cycles=60)  # and the env runs without them
 
 
 def test_convicted_peer_appears_in_every_observation():

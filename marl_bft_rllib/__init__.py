@@ -6,9 +6,9 @@ engine work without Ray; ``register()`` and ``marl_bft_rllib.rllib`` need it.
 
 from __future__ import annotations
 
-from marl_bft_rllib.env import ENV_NAME
-
 __version__ = "0.1.0"
+
+ENV_NAME = "marl_bft"
 
 
 def register(name: str = ENV_NAME) -> str:

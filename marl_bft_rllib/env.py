@@ -26,7 +26,6 @@ from marl_bft_rllib.events.base import campaign_state_dim
 from marl_bft_rllib.metrics import detection_report, stl_report
 from marl_bft_rllib.stl.shaping import STLShaper
 
-ENV_NAME = "marl_bft"  # the name ``marl_bft_rllib.register()`` gives the env in Ray's registry
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
 VIEW_CHANGE_TAU = 10.0  # steps: view_change_recency = exp(-(steps since view change) / tau)
 STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that observation

@@ -53,7 +53,7 @@ from ray.tune.result import TRAINING_ITERATION, TRIAL_INFO
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.stopper import CombinedStopper, FunctionStopper, Stopper
 
-from marl_bft_rllib.env import ENV_NAME
+from marl_bft_rllib import ENV_NAME
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.rllib.callbacks import (
     ENV_METRICS_KEY,

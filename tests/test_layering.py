@@ -8,7 +8,6 @@ import sys
 import pytest
 
 RAY_FREE = (
-    "marl_bft_rllib",  # the facade: register() imports Ray only when called
     "marl_bft_rllib.env",
     "marl_bft_rllib.events",
     "marl_bft_rllib.bft",

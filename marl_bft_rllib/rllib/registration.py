@@ -14,7 +14,7 @@ import gymnasium as gym
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 from ray.tune.registry import register_env
 
-from marl_bft_rllib.env import ENV_NAME
+from marl_bft_rllib import ENV_NAME
 
 SEED_STRIDE = 1000
 

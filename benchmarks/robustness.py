@@ -18,6 +18,8 @@ Writes ``benchmarks/results/robustness.json`` and prints the tables.
     python benchmarks/robustness.py                  # 3 seeds, 10 + 10 iterations
     python benchmarks/robustness.py --seeds 1 --iters 3 --attack-iters 3 --episodes 4
     python benchmarks/robustness.py --selfplay-adversary learned --out /tmp/learned.json
+    python benchmarks/robustness.py --env-config '{"peer_stats_window": 50}' \
+        --out benchmarks/results/robustness_peer_stats.json   # with the peers' dissent
 
 Results to expect: the targets are (a) the self-play defenders' worst-case F1 over all
 cases, their fresh attacker included, is at least the scripted-trained defenders'; (b)
@@ -42,6 +44,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
     ROBUSTNESS_METHODS,
     ThresholdDetector,
@@ -80,7 +83,7 @@ def greedy(algo: Any, module_id: str) -> Any:
 def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The four trainings and both robustness reports of one training seed."""
     training = {"train_batch_size_per_learner": args.batch}
-    env = {"seed": seed}
+    env = {**args.env_config, "seed": seed}
 
     def config(**kwargs: Any) -> Any:
         return (
@@ -108,7 +111,7 @@ def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
         out["train_seconds"][f"attack_{name}"] = secs
         out[name] = robustness_report(
             defenders[name],
-            {},
+            args.env_config,
             seeds,
             threshold=threshold,
             attacker=greedy(attack, ATTACKER_POLICY),
@@ -190,8 +193,21 @@ def main() -> None:
     parser.add_argument("--envs-per-runner", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
     parser.add_argument("--selfplay-adversary", choices=("mixed", "learned"), default="mixed")
+    parser.add_argument(
+        "--env-config",
+        type=json.loads,
+        default={},
+        help="EnvConfig fields (JSON) for training and evaluation alike, e.g. "
+        "'{\"peer_stats_window\": 50}'",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not isinstance(args.env_config, dict) or "seed" in args.env_config:
+        parser.error("--env-config: expected a JSON object of EnvConfig fields, without 'seed'")
+    try:
+        EnvConfig.from_any(args.env_config)  # a bad field fails here, before Ray starts
+    except ValueError as err:
+        parser.error(f"--env-config: {err}")
     for flag in ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")

@@ -24,8 +24,9 @@ Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
     python benchmarks/value_learning.py               # the lever rows, 3 seeds x 30 iterations
     python benchmarks/value_learning.py --variants ours:critic_replay_batches=0 ours \
         --out benchmarks/results/value_learning_replay_kl.json   # critic replay off / on
-    python benchmarks/value_learning.py --variants ours stock stock:gamma=0.95 \
-        --out benchmarks/results/value_learning_lr_schedule.json  # today's defaults
+    python benchmarks/value_learning.py --eval-episodes 20 --variants ours stock \
+        stock:gamma=0.95 ours:peer_stats_window=50 stock:peer_stats_window=50 \
+        --out /tmp/vl.json  # today's defaults, without and with the peers' dissent
     python benchmarks/value_learning.py --variants ours:counterfactual_baseline=step \
         ours:counterfactual_baseline=trace \
         'ours:counterfactual_baseline=all_actions,all_actions_clip=true' \

@@ -97,8 +97,9 @@ class BFTSecurityEnv(ParallelEnv):
     own_votes (history) | decisions (history): last committed decisions |
     is_primary (1) | view_change_recency (1): exp(-steps since the last view change / 10) |
     progress (1, only with time_limit="episodic"): t / horizon |
-    peer_votes (n): peers' last revealed votes | peer_lenient (n) | peer_severe (n) |
-    convicted (n): convicted peers]``.
+    peer_votes (n): peers' last revealed votes | peer_lenient (n) | peer_severe (n)
+    (both only with peer_stats_window > 0; off by default) | convicted (n): convicted
+    peers]``.
     Votes and decisions are severity / 3, with -1 for "none yet / not revealed".
     ``peer_lenient`` / ``peer_severe`` (each replica's own slot included) are each peer's
     running dissent from the committed decisions, a mean over its last

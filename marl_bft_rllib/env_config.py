@@ -108,8 +108,11 @@ class EnvConfig:
     history: int = 3
     # Each peer's running dissent from the committed decisions, in the observation (see
     # the env's Observation Space): a running mean over its last ``peer_stats_window``
-    # revealed votes; 0 leaves the two slices out.
-    peer_stats_window: int = 50
+    # revealed votes; 0 (default) leaves the two slices out. Measured at 50 (README): the
+    # ensemble then beats the naive majority vote in every robustness case on the mean,
+    # mostly because the naive vote of the same votes falls; early learning is slower
+    # (mean F1 over iterations 1-10 0.975 against 0.984) and worst cases are level.
+    peer_stats_window: int = 0
     fp_window: int = 20
     quarantine_steps: int = 10
     time_limit: str = "episodic"

@@ -9,6 +9,7 @@ from pettingzoo.test import parallel_api_test
 
 from marl_bft_rllib.actions import Action
 from marl_bft_rllib.env import BFTSecurityEnv
+from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.scenarios import scenario_config
 
 SEVERITY = 1.0 / 3.0
@@ -165,7 +166,7 @@ def test_peer_dissent_is_the_running_mean_over_the_last_revealed_votes():
     ("behavior", "slot"), [("always_allow", "peer_lenient"), ("always_quarantine", "peer_severe")]
 )
 def test_peer_dissent_singles_out_the_byzantine_replica(behavior, slot):
-    cfg = {"byzantine_behaviors": (behavior,), "byzantine_replicas": (2,), "horizon": 200}
+    cfg = {"byzantine_behaviors": (behavior,), "byzantine_replicas": (2,), "peer_stats_window": 50}
     env = BFTSecurityEnv(cfg)
     obs, _ = env.reset(seed=0)
     lay = env.observation_layout()
@@ -177,7 +178,8 @@ def test_peer_dissent_singles_out_the_byzantine_replica(behavior, slot):
 
 
 def test_peer_stats_window_zero_leaves_the_slices_out():
-    with_stats, without = BFTSecurityEnv({}), BFTSecurityEnv({"peer_stats_window": 0})
+    assert EnvConfig().peer_stats_window == 0  # off by default (measured, README)
+    with_stats, without = BFTSecurityEnv({"peer_stats_window": 50}), BFTSecurityEnv({})
     assert without.obs_dim == with_stats.obs_dim - 2 * with_stats.n
     for name in ("peer_lenient", "peer_severe"):
         assert without.observation_layout()[name].stop == without.observation_layout()[name].start

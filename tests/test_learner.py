@@ -348,7 +348,7 @@ def test_build_ppo_config_rejects_bad_training_keys():
 
 
 def test_build_ppo_config_checks_the_lr_schedule():
-    assert build_ppo_config().lr == [[0, 1e-3], [20_000, 1e-4]]  # the default schedule
+    assert build_ppo_config().lr == [[0, 1e-3], [20_000, 1e-4], [40_000, 2e-5]]  # default
     assert build_ppo_config(lr=5e-4).lr == 5e-4
     with pytest.raises(ValueError, match=r"^lr: a schedule needs two or more"):
         build_ppo_config(lr=[[100, 1e-3], [200, 1e-4]])

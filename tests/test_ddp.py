@@ -212,9 +212,12 @@ def test_two_learners_give_every_row_the_targets_and_advantages_of_one(
     two, one, stats = _two_and_one(two_learner_algo, reduce=True)
     # The honest value figures (and so the health monitor) are the whole batch's too.
     for key in ("value_loss", "explained_var", "target_mean", "target_std", "pred_std"):
+        # EV = 1 - Var(G - V) / Var(G): float32 reduction order moves the ratio by ~1e-7,
+        # a relative error of ~1e-6 on an EV near 0.1, so EV gets an absolute bound.
+        abs_tol = 1e-6 if key == "explained_var" else 1e-9
         for rank in (0, 1):
             assert stats[rank]["shared"][key] == pytest.approx(
-                stats["one"]["shared"][key], rel=1e-6, abs=1e-9
+                stats["one"]["shared"][key], rel=1e-6, abs=abs_tol
             ), key
     assert stats[0]["shared"]["num_steps"] == stats["one"]["shared"]["num_steps"]
     chunks = one["shared"].values()

@@ -53,7 +53,6 @@ from ray.tune.result import TRAINING_ITERATION, TRIAL_INFO
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.stopper import CombinedStopper, FunctionStopper, Stopper
 
-from marl_bft_rllib import ENV_NAME
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.rllib.callbacks import (
     ENV_METRICS_KEY,
@@ -68,6 +67,7 @@ from marl_bft_rllib.rllib.config import (
     build_ppo_config,
 )
 from marl_bft_rllib.rllib.health import ValueHealthStopper, health_status_name
+from marl_bft_rllib.rllib.registration import ENV_NAME
 from marl_bft_rllib.validation import check_int, check_number
 
 EVAL_F1 = "eval_f1"  # pooled F1 of this iteration's evaluation, nan when none ran

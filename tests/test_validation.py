@@ -470,3 +470,17 @@ def test_validation_is_numpy_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['marl_bft_rllib', 'marl_bft_rllib.validation']"
+
+
+def test_package_root_names_the_env_lazily() -> None:
+    code = (
+        "import sys, marl_bft_rllib as m; light = 'ray' not in sys.modules; "
+        "name = m.ENV_NAME; print(light, name, 'ray' in sys.modules, m.register(), "
+        "m.register('other'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "marl_bft", "True", "marl_bft", "other"]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import marl_bft_rllib
+
+        marl_bft_rllib.nope  # noqa: B018

@@ -14,8 +14,7 @@ import gymnasium as gym
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 from ray.tune.registry import register_env
 
-from marl_bft_rllib import ENV_NAME
-
+ENV_NAME = "marl_bft"  # the name register() gives the env by default
 SEED_STRIDE = 1000
 
 

@@ -18,9 +18,10 @@ it, with the F1 gap.
 
 Robustness report (``report["robustness"]``, a printed table and ``robustness.png``): F1
 and breach rate with each scripted Byzantine behaviour pinned in turn, with no Byzantine
-replica (``none``) and, when the checkpoint has an ``attacker`` module (trained with
-``adversary="learned"``), with that module acting greedily for the attackers
-(``learned``); the worst case per method; and whether the BFT ensemble's F1 is at least
+replica (``none``), with the scripted insider in the attacker's seat (``insider``: it
+votes Allow on malicious events and Quarantine on benign ones, knowing the label) and,
+when the checkpoint has an ``attacker`` module (trained with ``adversary="learned"``),
+with that module acting greedily for the attackers (``learned``); the worst case per method; and whether the BFT ensemble's F1 is at least
 the naive majority's and one random replica's in every case. Rows of each case, on the
 same ``--robustness-episodes`` held-out episodes (the first ones of the main evaluation):
 the policy's votes through PBFT (``bft_policy``), the same votes by plurality without BFT
@@ -56,6 +57,7 @@ from marl_bft_rllib.env import ATTACKER_PREFIX  # noqa: E402
 from marl_bft_rllib.env_config import ADVERSARIES, EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
     HELD_OUT_SEED_OFFSET,
+    INSIDER_CASE,
     LEARNED_CASE,
     ROBUSTNESS_METHODS,
     EvalResult,
@@ -647,17 +649,23 @@ def robustness_section(
     ``greedy`` acts for the defenders (and, through the ``attacker`` module, for the
     ``attacker_j`` ids); the ``learned`` case is played when the checkpoint has an
     attacker module, the scenario a Byzantine replica, and one defender module acts for
-    every id (not one module per replica).
+    every id (not one module per replica). The ``insider`` case needs the last two.
     """
     from marl_bft_rllib.env import BFTSecurityEnv
 
     skipped: dict[str, str] = {}
     with_learned = False
+    per_replica = len(defenders) != 1
+    if per_replica and EnvConfig.from_any(env_config).n_byzantine > 0:
+        skipped[INSIDER_CASE] = (
+            f"the checkpoint has one module per replica ({sorted(defenders)}), none to act "
+            "for the learned env's defender_k ids"
+        )
     if attacker is None:
         skipped[LEARNED_CASE] = f"the checkpoint has no {ATTACKER_MODULE!r} module"
     elif EnvConfig.from_any(env_config).n_byzantine == 0:
         skipped[LEARNED_CASE] = "the scenario has no Byzantine replica (n_byzantine 0)"
-    elif len(defenders) != 1:
+    elif per_replica:
         skipped[LEARNED_CASE] = (
             f"the checkpoint has one module per replica ({sorted(defenders)}), none to act "
             "for the learned env's defender_k ids"
@@ -674,7 +682,7 @@ def robustness_section(
         seeds,
         threshold=threshold,
         attacker=greedy if with_learned else None,
-        cases=robustness_cases(env_config, with_learned),
+        cases=robustness_cases(env_config, with_learned, insider=not per_replica),
     )
     return {
         "episodes": len(seeds),

@@ -21,7 +21,8 @@ fixed seeds (held-out ones by default) and aggregates the env's episode-end metr
 Robustness (``robustness_report``): every row of ``ROBUSTNESS_METHODS`` (the BFT
 ensemble, the naive majority vote, one random replica, one honest replica,
 always-allow, the threshold detector) under every Byzantine behaviour pinned in turn,
-no Byzantine replica, and a learned attacker, on the same episodes.
+no Byzantine replica, the scripted ``insider_attacker`` and a learned attacker, on the
+same episodes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from marl_bft_rllib.actions import Action
-from marl_bft_rllib.bft import BEHAVIORS
+from marl_bft_rllib.bft import ATTACKER_STRATEGIES, BEHAVIORS
 from marl_bft_rllib.env import ATTACKER_PREFIX, BFTSecurityEnv
 from marl_bft_rllib.env_config import (
     ADVERSARIES,
@@ -428,6 +429,12 @@ def evaluate_baselines(
 # -- robustness: every Byzantine behaviour in turn ------------------------------------------
 NO_BYZANTINE = "none"  # robustness case without a Byzantine replica
 LEARNED_CASE = "learned"  # robustness case with a learned attacker module acting
+INSIDER_CASE = "insider"  # robustness case with the scripted insider_attacker acting
+# the insider's strategy (an attacker action) on a benign (0) and a malicious (1) event
+INSIDER_STRATEGIES = (
+    ATTACKER_STRATEGIES.index("vote_quarantine"),
+    ATTACKER_STRATEGIES.index("vote_allow"),
+)
 # Rows of the robustness report: how the defenders' votes become a decision.
 ROBUSTNESS_METHODS: dict[str, str] = {
     "bft_policy": "the trained policy's votes through PBFT (the BFT ensemble)",
@@ -437,6 +444,17 @@ ROBUSTNESS_METHODS: dict[str, str] = {
     "always_allow": "every replica votes Allow",
     "threshold": "the per-event threshold detector's votes through PBFT",
 }
+
+
+def insider_attacker(obs: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """A scripted label-aware attacker: votes Allow on malicious events, Quarantine on benign.
+
+    It acts for ``attacker_j`` ids of ``adversary="learned"`` (the last entry of an
+    attacker's observation is the true label, ``observation_layout(id)["label"]``), so it
+    sits in the learned attacker's seat with its knowledge: a reference for how much a
+    learned attacker could take, and what the defenders must survive.
+    """
+    return {a: INSIDER_STRATEGIES[int(o[-1] > 0.5)] for a, o in obs.items()}
 
 
 def with_attackers(defenders: Policy, attackers: Policy | None) -> Policy:
@@ -457,22 +475,27 @@ def with_attackers(defenders: Policy, attackers: Policy | None) -> Policy:
 
 
 def robustness_cases(
-    env_config: EnvConfig | Mapping[str, Any] | None, learned: bool = False
+    env_config: EnvConfig | Mapping[str, Any] | None,
+    learned: bool = False,
+    insider: bool = True,
 ) -> list[str]:
-    """The default robustness cases: each scripted behaviour, ``none`` and maybe ``learned``.
+    """The default robustness cases: each scripted behaviour, ``none``, ``insider``, ``learned``.
 
-    Without a Byzantine replica in ``env_config`` (``n_byzantine`` 0) only ``none`` is
-    played: there is no Byzantine replica to pin a behaviour on or to hand to an attacker.
+    ``insider`` (the scripted ``insider_attacker``) is left out with ``insider=False``
+    and ``learned`` is played only with ``learned=True``. Without a Byzantine replica in
+    ``env_config`` (``n_byzantine`` 0) only ``none`` is played: there is no Byzantine
+    replica to pin a behaviour on or to hand to an attacker.
     """
     if EnvConfig.from_any(env_config).n_byzantine == 0:
         return [NO_BYZANTINE]
-    return [*BEHAVIORS, NO_BYZANTINE] + ([LEARNED_CASE] if learned else [])
+    extra = ([INSIDER_CASE] if insider else []) + ([LEARNED_CASE] if learned else [])
+    return [*BEHAVIORS, NO_BYZANTINE, *extra]
 
 
 def robustness_case_config(
     env_config: EnvConfig | Mapping[str, Any] | None, case: str
 ) -> dict[str, Any]:
-    """The env config of one robustness case: a behaviour pinned, no Byzantine, or learned.
+    """The env config of one robustness case: a behaviour pinned, none, insider or learned.
 
     Everything else of ``env_config`` is kept (``n_byzantine``, pinned Byzantine ids, the
     network); the adversary, attacker reward and decision rule are reset to their defaults
@@ -489,19 +512,19 @@ def robustness_case_config(
     )
     if case == NO_BYZANTINE:
         base.update(n_byzantine=0, byzantine_replicas=None)
-    elif case == LEARNED_CASE or case in BEHAVIORS:
+    elif case in (LEARNED_CASE, INSIDER_CASE) or case in BEHAVIORS:
         if cfg.n_byzantine == 0:
             raise ValueError(
                 f"case: {case!r} needs a Byzantine replica, but env_config has n_byzantine 0"
             )
-        if case == LEARNED_CASE:
+        if case in (LEARNED_CASE, INSIDER_CASE):  # both act in the attacker_j seats
             base["adversary"] = "learned"
         else:
             base["byzantine_behaviors"] = (case,)
     else:
         raise ValueError(
-            f"case: expected a behaviour of {BEHAVIORS}, {NO_BYZANTINE!r} or {LEARNED_CASE!r}, "
-            f"got {case!r}"
+            f"case: expected a behaviour of {BEHAVIORS}, {NO_BYZANTINE!r}, {INSIDER_CASE!r} "
+            f"or {LEARNED_CASE!r}, got {case!r}"
         )
     return EnvConfig.from_any(base).to_dict()
 
@@ -518,8 +541,8 @@ def robustness_report(
     """F1 and breach rate of every ``ROBUSTNESS_METHODS`` row under every Byzantine case.
 
     Cases (default, ``robustness_cases``): each scripted behaviour pinned in turn, ``none``
-    (no Byzantine replica) and, when an ``attacker`` policy is given, ``learned`` (it acts
-    for the ``attacker_j`` ids). Every row of every case plays the same episodes ``seeds``.
+    (no Byzantine replica), ``insider`` (``insider_attacker`` acts for the ``attacker_j``
+    ids) and, when an ``attacker`` policy is given, ``learned`` (it acts for them). Every row of every case plays the same episodes ``seeds``.
     ``policy`` and ``threshold`` act for any defender id (``replica_i``, ``defender_k``).
     Returns ``{"cases": {case: {method: {f1, breach_rate, episodes}}}, "worst": {method:
     {f1, case, breach_rate, breach_case}}, "bft_at_least": {case: bool}}``: ``worst`` holds
@@ -547,10 +570,11 @@ def robustness_report(
         "threshold": (threshold, "pbft"),
     }
     out: dict[str, dict[str, dict[str, float]]] = {}
+    attackers = {INSIDER_CASE: insider_attacker, LEARNED_CASE: attacker}
     for case, config in configs.items():
         scores: dict[str, dict[str, float]] = {}
         for method, (defenders, rule) in rows.items():
-            play = with_attackers(defenders, attacker)
+            play = with_attackers(defenders, attackers.get(case))
             summary = run_episodes(play, {**config, "decision_rule": rule}, seeds, method).summary()
             scores[method] = {
                 "f1": float(summary["f1"]),

@@ -273,7 +273,7 @@ def test_learned_smoke_trains_both_sides_and_evaluate_reports_per_behaviour(tmp_
     report = json.loads((out / "report.json").read_text())
     assert report["env_config"]["adversary"] == "scripted"  # the main table: scripted replicas
     cases = report["robustness"]["cases"]
-    assert set(cases) == {*BEHAVIORS, "none", "learned"}
+    assert set(cases) == {*BEHAVIORS, "none", "insider", "learned"}
     for scores in cases.values():
         assert set(scores) == {
             "bft_policy", "naive_majority", "random_replica", "honest_replica",

@@ -1,19 +1,21 @@
-"""The robustness report: every Byzantine behaviour pinned in turn, none, and learned attackers."""
+"""The robustness report: every Byzantine behaviour pinned in turn, none, insider, learned."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from marl_bft_rllib.bft import BEHAVIORS, N_STRATEGIES
+from marl_bft_rllib.bft import ATTACKER_STRATEGIES, BEHAVIORS, N_STRATEGIES
 from marl_bft_rllib.env import BFTSecurityEnv
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.evaluation import (
+    INSIDER_CASE,
     LEARNED_CASE,
     NO_BYZANTINE,
     ROBUSTNESS_METHODS,
     ThresholdDetector,
     always_allow,
+    insider_attacker,
     robustness_case_config,
     robustness_cases,
     robustness_report,
@@ -83,8 +85,35 @@ def test_behaviour_case_without_byzantine_is_an_error() -> None:
     with pytest.raises(ValueError, match="^case: .*n_byzantine 0"):
         robustness_case_config({**BASE, "n_byzantine": 0}, "silent")
     assert robustness_cases({"n_byzantine": 0}, learned=True) == [NO_BYZANTINE]
-    assert robustness_cases(BASE) == [*BEHAVIORS, NO_BYZANTINE]
-    assert robustness_cases(BASE, learned=True)[-1] == LEARNED_CASE
+    assert robustness_cases(BASE) == [*BEHAVIORS, NO_BYZANTINE, INSIDER_CASE]
+    assert robustness_cases(BASE, insider=False) == [*BEHAVIORS, NO_BYZANTINE]
+    assert robustness_cases(BASE, learned=True)[-2:] == [INSIDER_CASE, LEARNED_CASE]
+    with pytest.raises(ValueError, match="^case: .*n_byzantine 0"):
+        robustness_case_config({**BASE, "n_byzantine": 0}, INSIDER_CASE)
+
+
+# -- the scripted insider ---------------------------------------------------------------------
+def test_insider_votes_against_the_label_in_the_attacker_seat() -> None:
+    cfg = robustness_case_config({}, INSIDER_CASE)  # the default horizon: campaigns come
+    assert cfg["adversary"] == "learned"
+    env = BFTSecurityEnv(cfg)
+    assert env.observation_layout("attacker_0")["label"] == slice(env.obs_dim, env.obs_dim + 1)
+    own_last = env.observation_layout("attacker_0")["own_votes"].start  # its last signed vote
+    obs, _ = env.reset(seed=5)
+    play = with_attackers(always_allow, insider_attacker)
+    signed, labels = [], []
+    while env.agents:
+        labels.append(int(obs["attacker_0"][-1]))
+        obs, *_ = env.step(play(obs))
+        if env.agents:
+            signed.append(round(float(obs["attacker_0"][own_last]) * 3))
+    labels, signed = np.array(labels[: len(signed)]), np.array(signed)
+    assert 0 < labels.sum() < len(labels)  # both kinds of event seen
+    assert (signed[labels == 1] == 0).all() and (signed[labels == 0] == 3).all()
+    assert (
+        ATTACKER_STRATEGIES[insider_attacker({"attacker_0": np.array([0.3, 1.0])})["attacker_0"]]
+        == "vote_allow"
+    )
 
 
 # -- with_attackers --------------------------------------------------------------------------
@@ -223,7 +252,7 @@ def test_report_errors(detector) -> None:
 
 def test_default_cases_without_attacker(detector) -> None:
     rep = robustness_report(detector, {**BASE, "horizon": 10}, SEEDS[:1], threshold=detector)
-    assert list(rep["cases"]) == [*BEHAVIORS, NO_BYZANTINE]
+    assert list(rep["cases"]) == [*BEHAVIORS, NO_BYZANTINE, INSIDER_CASE]
     assert EnvConfig.from_any(BASE).adversary == "scripted"
 
 
@@ -307,16 +336,15 @@ def test_robustness_section_learned_case_or_why_not(eval_mod, detector, tmp_path
     play = with_attackers(always_allow, random_attacker())
     run = eval_mod.robustness_section
     shared = run(play, {"shared": None}, attacker, short, SEEDS[:1], detector, "--scenario")
-    assert list(shared["cases"])[-1] == LEARNED_CASE and shared["skipped"] == {}
+    assert list(shared["cases"])[-2:] == [INSIDER_CASE, LEARNED_CASE]
+    assert shared["skipped"] == {}
     assert shared["episodes"] == 1 and shared["seeds"] == [SEEDS[0], SEEDS[0]]
     per_replica = dict.fromkeys((f"replica_{i}" for i in range(4)), None)
     own = run(play, per_replica, attacker, short, SEEDS[:1], detector, "--scenario")
-    assert (
-        LEARNED_CASE not in own["cases"]
-        and "one module per replica" in own["skipped"][LEARNED_CASE]
-    )
+    for case in (LEARNED_CASE, INSIDER_CASE):
+        assert case not in own["cases"] and "one module per replica" in own["skipped"][case]
     scripted = run(play, {"shared": None}, None, short, SEEDS[:1], detector, "--scenario")
-    assert LEARNED_CASE not in scripted["cases"]
+    assert LEARNED_CASE not in scripted["cases"] and INSIDER_CASE in scripted["cases"]
     assert "no 'attacker' module" in scripted["skipped"][LEARNED_CASE]
     text = eval_mod.format_robustness(shared)
     assert text.splitlines()[-1].startswith("worst") and LEARNED_CASE in text

@@ -29,6 +29,9 @@ from marl_bft_rllib.stl.shaping import STLShaper
 _SEVERITY = np.float32(1.0 / (N_ACTIONS - 1))
 VIEW_CHANGE_TAU = 10.0  # steps: view_change_recency = exp(-(steps since view change) / tau)
 STATE_INFO_KEY = "state"  # infos[agent][STATE_INFO_KEY] is state() at that observation
+# infos[attacker][INERT_INFO_KEY]: True when its replica is convicted, so that nothing it
+# does at that observation can change a decision, a reward or anyone else's observation
+INERT_INFO_KEY = "inert"
 # infos[defender][COUNTERFACTUAL_INFO_KEY]: (4,) float32, the step's team + vote reward had
 # this defender voted each action, everything else fixed (see "Rewards" below)
 COUNTERFACTUAL_INFO_KEY = "counterfactual_rewards"
@@ -137,7 +140,10 @@ class BFTSecurityEnv(ParallelEnv):
     vote outside the certificate changes only the vote part). STL shaping and the
     breach penalty are left out (they depend on the future). NaN where the committed
     decision cannot be rebuilt from the certificate. The learner's counterfactual
-    baseline (COMA-style) reads it.
+    baseline (COMA-style) reads it. Each learned attacker's infos carry ``"inert"``:
+    True once its replica is convicted (from the observation after the conviction on),
+    when its messages are ignored and a view it would lead is skipped, so its action
+    changes nothing; the learner leaves those steps out of its policy loss.
 
     ## Starting State
     ``reset(seed)`` seeds everything of the episode: the event stream, which replicas
@@ -201,7 +207,12 @@ class BFTSecurityEnv(ParallelEnv):
         self.n_hosts = self._source.n_hosts
         self._consensus = DECISION_RULES[cfg.decision_rule](cfg.bft)
         self._cf_tables, self._cf_rows = self._build_counterfactual_tables()
+        self._team_rewards = np.array(  # [label, decision]: the team part of the reward
+            [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)],
+            np.float32,
+        )
         self._cf_nan = np.full(N_ACTIONS, np.nan, np.float32)
+        self._attacker_cf_nan = np.full(N_STRATEGIES, np.nan, np.float32)
         self._rebuilds_decisions = cfg.decision_rule == "pbft"  # counterfactuals: pbft only
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
@@ -353,6 +364,7 @@ class BFTSecurityEnv(ParallelEnv):
         obs = self._observe()
         state = self.state()
         infos = {a: {"label": int(self._event.label), STATE_INFO_KEY: state} for a in self.agents}
+        self._mark_inert(infos)
         return obs, infos
 
     def _assign_roles(self, rng: np.random.Generator) -> None:
@@ -388,6 +400,11 @@ class BFTSecurityEnv(ParallelEnv):
         infos = self._step_infos(int(event.label), result, last)
         for agent, cf in self._counterfactual_rewards(int(event.label), result).items():
             infos[agent][COUNTERFACTUAL_INFO_KEY] = cf
+        if self._attacking:
+            cfs = self._attacker_counterfactuals(int(event.label), result, actions)
+            for agent, cf in cfs.items():
+                infos[agent][COUNTERFACTUAL_INFO_KEY] = cf
+        self._mark_inert(infos)
         if last:
             self.agents = []
         return obs, rewards, terms, truncs, infos
@@ -488,6 +505,43 @@ class BFTSecurityEnv(ParallelEnv):
             out[agent] = rows[lo, hi].copy()
         return out
 
+    def _attacker_counterfactuals(
+        self, label: int, result: Any, actions: Mapping[str, int]
+    ) -> dict[str, np.ndarray]:
+        """Per learned attacker that cast a plain vote: its reward had it voted each severity.
+
+        Entries 0-3 (``vote_allow`` .. ``vote_quarantine``) are minus the team reward of
+        the decision with its certified vote set to that severity (as for a defender; a
+        vote outside the certificate changes nothing), up to a constant that is the same
+        for every entry; the other strategies' entries are NaN (their effect is not a
+        vote's). All NaN after another strategy, once convicted, or when the decision
+        cannot be rebuilt from the certificate.
+        """
+        decision = int(result.decision)
+        members = result.certificate.nonzero()[0].tolist() if result.committed else []
+        votes = result.revealed_votes[members].tolist()
+        f, top = self.config.bft.f, N_ACTIONS - 1
+        rebuildable = self._rebuilds_decisions and (
+            not votes or robust_aggregate(votes, f) == decision
+        )
+        team = -self._team_rewards[label]
+        out = {}
+        for agent in self.agents:
+            if not self.is_attacker(agent):
+                continue
+            i, vec = self.agent_index[agent], self._attacker_cf_nan.copy()
+            if rebuildable and actions[agent] < N_ACTIONS and not self._consensus.convicted[i]:
+                if i in members:
+                    others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
+                    k = len(votes) - 1 - f
+                    lo = others[k - 1] if k >= 1 else 0
+                    hi = others[k] if k < len(others) else top
+                    vec[:N_ACTIONS] = team[np.clip(np.arange(N_ACTIONS), lo, hi)]
+                else:
+                    vec[:N_ACTIONS] = team[decision]
+            out[agent] = vec
+        return out
+
     def _record_history(self, result: Any) -> None:
         """Shift the own-vote, decision, peer-vote and view-change history."""
         self._own_votes[:, 1:] = self._own_votes[:, :-1]
@@ -526,6 +580,13 @@ class BFTSecurityEnv(ParallelEnv):
             info["episode_metrics"] = self.episode_metrics()
         info[STATE_INFO_KEY] = self.state()
         return {a: dict(info) for a in self.agents}
+
+    def _mark_inert(self, infos: dict[str, dict]) -> None:
+        """Flag each learned attacker whose replica is convicted (its action is void)."""
+        convicted = self._consensus.convicted
+        for a in self.agents:
+            if self.is_attacker(a):
+                infos[a][INERT_INFO_KEY] = bool(convicted[self.agent_index[a]])
 
     # -- pieces -------------------------------------------------------------------------
     def _observe(self) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
+from marl_bft_rllib.bft import N_STRATEGIES
 from marl_bft_rllib.env import COUNTERFACTUAL_INFO_KEY, BFTSecurityEnv, outcome_reward
 from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 from marl_bft_rllib.rllib.counterfactual import (
@@ -18,6 +19,7 @@ from marl_bft_rllib.rllib.counterfactual import (
     COUNTERFACTUAL_REWARDS,
     all_actions_surrogate,
     counterfactual_baseline,
+    immediate_terms,
 )
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
 
@@ -73,11 +75,29 @@ def test_counterfactual_rewards_are_nan_without_the_pbft_rule():
     assert all(np.isnan(i[COUNTERFACTUAL_INFO_KEY]).all() for i in infos.values())
 
 
-def test_only_defenders_get_counterfactual_rewards():
+def test_attacker_counterfactuals_are_what_replaying_its_plain_votes_gives():
+    """A learned attacker's vector: its 4 plain votes by replay (up to one constant), NaN else."""
     env = BFTSecurityEnv({**PLAIN, "adversary": "learned"})
-    _, actions, _, infos = next(_random_steps(env, 1))
-    for agent in actions:
-        assert (COUNTERFACTUAL_INFO_KEY in infos[agent]) == (not env.is_attacker(agent))
+    voted = pivotal = other = 0
+    for before, actions, _, infos in _random_steps(env, 10, keep_before=True):
+        cf = infos["attacker_0"][COUNTERFACTUAL_INFO_KEY]
+        assert cf.shape == (N_STRATEGIES,) and cf.dtype == np.float32
+        assert np.isnan(cf[4:]).all()
+        convicted = before._consensus.convicted[before.agent_index["attacker_0"]]
+        if actions["attacker_0"] >= 4 or convicted:
+            assert np.isnan(cf).all()
+            other += 1
+            continue
+        replayed = []
+        for a in range(4):
+            replay = copy.deepcopy(before)
+            _, rewards, *_ = replay.step({**actions, "attacker_0": a})
+            replayed.append(rewards["attacker_0"])
+        diff = cf[:4] - np.array(replayed)  # the attacker's reward had it voted a, + const
+        np.testing.assert_allclose(diff, diff[0], atol=1e-4)
+        voted += 1
+        pivotal += np.ptp(cf[:4]) > 0
+    assert voted > 10 and other > 20 and pivotal > 0
 
 
 def test_counterfactual_baseline_is_the_policy_weighted_reward():
@@ -256,3 +276,34 @@ def test_counterfactual_option_is_validated():
         MonteCarloLearnerOptions(all_actions_clip="no")
     with pytest.raises(ValueError, match="counterfactual_baseline"):
         MonteCarloValueTargets(gamma=0.9, lambda_=0.5, counterfactual_baseline="all")
+
+
+@pytest.mark.parametrize("known", [(0, 1, 2, 3), (0, 1, 2, 3, 4, 5, 6, 7, 8), (1, 4)])
+def test_immediate_terms_give_the_exact_expected_gradient(known) -> None:
+    """Over a_t ~ pi: grad of sum_a pi(a) w(a) + log pi(a_t) (r(a_t) - taken) = grad E_pi[r].
+
+    ``known``: the actions with a counterfactual reward (an attacker's plain votes, all,
+    or a few); the others' rewards are only sampled.
+    """
+    rng = np.random.default_rng(len(known))
+    n = 9
+    z = rng.normal(0.0, 1.0, n)
+    r = rng.normal(0.0, 5.0, n)
+    cf = np.full(n, np.nan)
+    cf[list(known)] = r[list(known)]
+    theta = torch.tensor(z, requires_grad=True)
+    pi_old = torch.softmax(torch.tensor(z), 0).numpy()
+    total = torch.zeros((), dtype=torch.float64)
+    for a_t in range(n):
+        w, taken = immediate_terms(z[None], cf[None], np.array([a_t]), np.array([True]))
+        pi = torch.softmax(theta, 0)
+        row = (pi * torch.tensor(w[0])).sum() + torch.log(pi[a_t]) * (r[a_t] - taken[0])
+        total = total + pi_old[a_t] * row
+    (got,) = torch.autograd.grad(total, theta)
+    theta2 = torch.tensor(z, requires_grad=True)
+    (want,) = torch.autograd.grad((torch.softmax(theta2, 0) * torch.tensor(r)).sum(), theta2)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-9)
+    # with every reward known the weights are r - counterfactual_baseline, pi(V) = 1
+    if len(known) == n:
+        w, _ = immediate_terms(z[None], cf[None], np.array([0]), np.array([True]))
+        np.testing.assert_allclose(w[0], r - counterfactual_baseline(z[None], r[None])[0])

@@ -86,6 +86,10 @@ def test_both_sides_train_with_their_own_critic(ray_session) -> None:
         # raw targets per side: the attacker's are the negated defenders' scale, not normalised
         targets = {m: result["learners"][m]["value_target_mean"] for m in returns}
         assert targets[ATTACKER_POLICY] > 10 and targets[SHARED_POLICY] < -10
+        # a new attacker equivocates about one step in nine and is convicted: most of its
+        # steps are void and left out of its policy loss; a defender's never are
+        inert = {m: result["learners"][m]["inert_fraction"] for m in returns}
+        assert 0.5 < inert[ATTACKER_POLICY] < 1.0 and inert[SHARED_POLICY] == 0.0
     finally:
         algo.stop()
 

@@ -20,6 +20,7 @@ from marl_bft_rllib.rllib.critic import (
     AddCriticStateToModuleInput,
     CentralCriticPPOTorchRLModule,
 )
+from marl_bft_rllib.rllib.inert import RecordInert
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions, MonteCarloPPOTorchLearner
 from marl_bft_rllib.rllib.registration import register
 from marl_bft_rllib.validation import check_schedule
@@ -78,9 +79,10 @@ def critic_state_connector(
 ) -> list[ConnectorV2]:
     """Env-to-module pieces of the central critic (``config.env_runners(...)``).
 
-    They record the env's ``state()`` and the counterfactual rewards for the learner.
+    They record the env's ``state()``, the counterfactual rewards and the ``inert`` flags
+    for the learner.
     """
-    return [AddCriticStateToModuleInput(), RecordCounterfactualRewards()]
+    return [AddCriticStateToModuleInput(), RecordCounterfactualRewards(), RecordInert()]
 
 
 def training_option_names() -> set[str]:

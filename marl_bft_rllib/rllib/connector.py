@@ -15,6 +15,9 @@ Per module and per real step it writes
   or per module; optionally less a fitted counterfactual baseline computed from the
   batch's ``counterfactual_rewards`` column (see ``rllib/counterfactual.py``).
 Phantom rows get target ``V(s_T)`` and advantage 0 (they are masked out of the loss).
+Rows flagged in an ``inert`` column (``rllib/inert.py``: a convicted attacker's void
+actions) keep their value targets but get advantage 0, and are left out of the
+baseline fits and the standardisation.
 
 Termination vs truncation: a chunk is bootstrapped when its last real step carries
 ``Columns.TRUNCATEDS``, even if ``Columns.TERMINATEDS`` is set too. RLlib 2.60's
@@ -46,7 +49,9 @@ from marl_bft_rllib.rllib.counterfactual import (
     COUNTERFACTUAL_ADVANTAGES,
     COUNTERFACTUAL_REWARDS,
     counterfactual_baseline,
+    immediate_terms,
 )
+from marl_bft_rllib.rllib.inert import INERT
 from marl_bft_rllib.rllib.returns import gae_advantages, monte_carlo_returns
 from marl_bft_rllib.validation import check_choice, check_number
 
@@ -261,8 +266,14 @@ class MonteCarloValueTargets(ConnectorV2):
             stats["baseline_coef"] = 0.0
         if self.targets_fn is not None:
             self.targets_fn(mid, module_batch, targets, mask)
-        part = {"mask": mask, "chunks": chunks, "compute": compute, "values": values,
-                "fresh": fresh, "targets": targets, "adv": adv, "stats": stats}  # fmt: skip
+        # rows whose advantage reaches the policy loss: real steps whose action was not void
+        acting = mask.copy()
+        if INERT in module_batch:
+            acting &= ~convert_to_numpy(module_batch[INERT]).astype(bool)
+            stats["inert_fraction"] = float((mask & ~acting).sum() / max(mask.sum(), 1))
+        part = {"mask": mask, "acting": acting, "chunks": chunks, "compute": compute,
+                "values": values, "fresh": fresh, "targets": targets, "adv": adv,
+                "stats": stats}  # fmt: skip
         if self.counterfactual_baseline != "off":
             if COUNTERFACTUAL_REWARDS not in module_batch:
                 raise ValueError(
@@ -272,9 +283,8 @@ class MonteCarloValueTargets(ConnectorV2):
                     "counterfactual_baseline='off'"
                 )
             part["cf_rewards"] = convert_to_numpy(module_batch[COUNTERFACTUAL_REWARDS])
-            part["cf"] = counterfactual_baseline(
-                convert_to_numpy(module_batch[Columns.ACTION_DIST_INPUTS]), part["cf_rewards"]
-            )
+            part["logits"] = convert_to_numpy(module_batch[Columns.ACTION_DIST_INPUTS])
+            part["cf"] = counterfactual_baseline(part["logits"], part["cf_rewards"])
             part["actions"] = convert_to_numpy(module_batch[Columns.ACTIONS]).astype(np.int64)
         return part
 
@@ -307,7 +317,7 @@ class MonteCarloValueTargets(ConnectorV2):
                 moments.append(np.zeros(5))
                 continue
             base, delta = shifts[mid] = shift(p, sums[k, 0] / max(sums[k, 1], 1.0))
-            a, d = base[p["mask"]], delta[p["mask"]]
+            a, d = base[p["acting"]], delta[p["acting"]]
             moments.append(np.array([a.size, a.sum(), d.sum(), (a * d).sum(), (d * d).sum()]))
         moments = allreduce_sum(moments)
         for k, mid in enumerate(order):
@@ -352,23 +362,22 @@ class MonteCarloValueTargets(ConnectorV2):
         )
         if self.counterfactual_baseline == "all_actions":
             for p in parts.values():
-                self._expected_immediate_term(p, p["cf_valid"])
+                self._expected_immediate_term(p)
 
     @staticmethod
-    def _expected_immediate_term(p: dict[str, Any], valid: np.ndarray) -> None:
+    def _expected_immediate_term(p: dict[str, Any]) -> None:
         """Move the sampled r_cf(a_t) - b out of the advantages into per-action ones.
 
         The advantages lose r_cf(a_t) - b (what stays of this step's reward in them no
         longer depends on a_t); the column ``COUNTERFACTUAL_ADVANTAGES`` gets r_cf(a) - b
         for every action a, which the loss weighs by the policy's probabilities:
         sum_a pi(a | o) (r_cf(a) - b) has the same expected gradient as the sampled term,
-        without its sampling noise. Both are standardised with the scale of the
-        advantages before the move.
+        without its sampling noise (``immediate_terms``: also for an attacker's partial
+        vectors). Both are standardised with the scale of the advantages before the move.
         """
-        cf = np.nan_to_num(np.asarray(p["cf_rewards"], dtype=np.float64))
-        b = np.nan_to_num(p["cf"])[:, None]
-        p["cf_actions"] = np.where(valid[:, None], cf - b, 0.0)
-        taken = np.take_along_axis(p["cf_actions"], p["actions"][:, None], axis=1)[:, 0]
+        p["cf_actions"], taken = immediate_terms(
+            p["logits"], p["cf_rewards"], p["actions"], p["mask"]
+        )
         p["scale_adv"] = p["adv"]
         p["adv"] = p["adv"] - taken
 
@@ -416,7 +425,8 @@ class MonteCarloValueTargets(ConnectorV2):
         moments = np.zeros((len(order), 4))
         for k, mid in enumerate(order):
             if (p := parts.get(mid)) is not None:
-                a, scale = p["adv"][p["mask"]], p.get("scale_adv", p["adv"])[p["mask"]]
+                rows = p["acting"]
+                a, scale = p["adv"][rows], p.get("scale_adv", p["adv"])[rows]
                 moments[k] = [a.size, a.sum(), scale.sum(), np.square(scale).sum()]
         moments = allreduce_sum(moments)
         if self.standardize_advantages == "batch":
@@ -428,14 +438,14 @@ class MonteCarloValueTargets(ConnectorV2):
             mean = total / n if n else 0.0
             std = math.sqrt(max(squares / n - (scale_total / n) ** 2, 0.0)) if n else 1.0
             std = max(std, 1e-4)
-            mask = p["mask"]
+            acting = p["acting"]
             columns = {
                 Postprocessing.VALUE_TARGETS: p["targets"],
-                Postprocessing.ADVANTAGES: np.where(mask, (p["adv"] - mean) / std, 0.0),
+                Postprocessing.ADVANTAGES: np.where(acting, (p["adv"] - mean) / std, 0.0),
             }
             if "cf_actions" in p:
                 columns[COUNTERFACTUAL_ADVANTAGES] = np.where(
-                    mask[:, None], p["cf_actions"] / std, 0.0
+                    acting[:, None], p["cf_actions"] / std, 0.0
                 )
             ref = batch[mid][Columns.REWARDS]
             for column, values in columns.items():

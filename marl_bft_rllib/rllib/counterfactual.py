@@ -26,8 +26,11 @@ survive ``MultiAgentEpisode.slice`` under several learners, unlike infos). On th
 env-to-module call (RLlib also makes one on a finished episode) it overwrites step t's
 placeholder with the vector from the newest infos, as RLlib's own ``MeanStdFilter``
 rewrites episode data. RLlib then adds the column to the train batch with the other
-model outputs. A step without a vector (an attacker's, or one whose decision the env
-could not rebuild, as under the non-PBFT decision rules) stays NaN and gets no baseline.
+model outputs. A step without a vector (one whose decision the env could not rebuild,
+as under the non-PBFT decision rules) stays NaN and gets no baseline. A learned
+attacker's vector has entries for its four plain votes only (NaN for its other
+strategies): it gets no baseline, and with "all_actions" the term over those four
+(``immediate_terms``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,40 @@ def counterfactual_baseline(logits: np.ndarray, rewards: np.ndarray) -> np.ndarr
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     return (p * r).sum(axis=1)
+
+
+def immediate_terms(
+    logits: np.ndarray, rewards: np.ndarray, actions: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the all-actions term's per-action weights and the sampled term they replace.
+
+    V is the set of actions with a finite counterfactual reward. On ``rows`` whose taken
+    action is in V: ``b = sum_{a in V} pi(a) r(a) / pi(V)``; the weights are
+    ``(r(a) - b) / pi(V)`` for a in V and 0 otherwise; the sampled term is
+    ``r(a_t) - b``. Zeros elsewhere. With every reward finite (a defender's) pi(V) = 1
+    and this is ``r(a) - counterfactual_baseline``. With some (a learned attacker's: its
+    plain votes have one, its other strategies not) only rows whose action is in V carry
+    the term, with probability pi(V), so the division keeps its expected gradient
+    ``sum_{a in V} grad pi(a) (r(a) - b)``; rows with the action outside V keep their
+    sampled reward, and the two parts add up to an unbiased policy gradient.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    if z.shape != r.shape or z.ndim != 2:
+        raise ValueError(
+            f"counterfactual rewards: expected one per action, shape {z.shape}, got {r.shape}"
+        )
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    finite = np.isfinite(r)
+    idx = np.arange(len(r))
+    carry = np.asarray(rows, bool) & finite[idx, actions]
+    r0 = np.where(finite, r, 0.0)
+    pv = np.where(carry, (p * finite).sum(axis=1), 1.0)
+    b = (p * r0).sum(axis=1) / pv
+    weights = np.where(carry[:, None] & finite, (r0 - b[:, None]) / pv[:, None], 0.0)
+    taken = np.where(carry, r0[idx, actions] - b, 0.0)
+    return weights, taken
 
 
 @functools.cache
@@ -132,4 +169,5 @@ __all__ = [
     "RecordCounterfactualRewards",
     "all_actions_surrogate",
     "counterfactual_baseline",
+    "immediate_terms",
 ]

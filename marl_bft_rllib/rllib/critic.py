@@ -40,12 +40,13 @@ from torch import nn
 
 from marl_bft_rllib.env import STATE_INFO_KEY
 from marl_bft_rllib.rllib.counterfactual import COUNTERFACTUAL_REWARDS
+from marl_bft_rllib.rllib.inert import INERT
 
 CRITIC_STATE = "critic_state"  # train-batch column with the env's state() per row
 STATE_DIM_KEY = "critic_state_dim"  # model_config key: length of the env's state()
 # module inputs at sampling time that _forward hands on to the step's model outputs, for
 # the learner: the state, and the counterfactual-reward placeholder (counterfactual.py)
-PASSED_THROUGH = (CRITIC_STATE, COUNTERFACTUAL_REWARDS)
+PASSED_THROUGH = (CRITIC_STATE, COUNTERFACTUAL_REWARDS, INERT)
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "swish": nn.SiLU, "silu": nn.SiLU}
 

@@ -61,6 +61,7 @@ from marl_bft_rllib.rllib.counterfactual import (
 )
 from marl_bft_rllib.rllib.critic import CRITIC_STATE, AddCriticStateToBatch
 from marl_bft_rllib.rllib.health import HealthConfig, ValueHealthMonitor, health_status_name
+from marl_bft_rllib.rllib.inert import AddInertToBatch
 from marl_bft_rllib.validation import check_bool, check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ VALUE_HEALTH_KEY = "value_health"
 VALUE_HEAD_INIT_KEY = "value_head_initialised"
 BASELINE_COEF_KEY = "value_baseline_coef"
 COUNTERFACTUAL_COEF_KEY = "counterfactual_baseline_coef"  # its beta (0 when off)
+INERT_FRACTION_KEY = "inert_fraction"  # real steps left out of the policy loss as void
 ALL_ACTIONS_LOSS_KEY = "all_actions_policy_loss"  # the all-actions surrogate's loss term
 REPLAY_LOSS_KEY = "critic_replay_loss"  # mean squared error of the replay phase's last pass
 REPLAY_ROWS_KEY = "critic_replay_rows"  # real steps replayed (this learner's shard)
@@ -122,6 +124,9 @@ class MonteCarloLearnerOptions:
         sampled rest of the advantage keeps PPO's clip). Measured (3 seeds x 30
         iterations, benchmarks/value_learning.py): clipped, it was the slowest of the
         modes at iteration 1; unclipped, the fastest (see the README).
+    skip_inert_steps: give zero advantage to the steps the env flags ``inert`` (a
+        convicted attacker's: its action changes nothing) and leave them out of the
+        standardisation; their value targets are kept (``rllib/inert.py``)
     separate_critic_optimizer: own Adam for critic encoder + value head.
     critic_lr: learning rate of that Adam (the policy keeps ``config.lr``). 3e-4 by
         default: on the default scenario (3 seeds x 30 iterations) 1e-2 overfit each
@@ -161,6 +166,7 @@ class MonteCarloLearnerOptions:
     value_baseline: str = "fitted"
     counterfactual_baseline: str = "all_actions"
     all_actions_clip: bool = False
+    skip_inert_steps: bool = True
     separate_critic_optimizer: bool = True
     critic_lr: float = 3e-4
     critic_grad_clip: float | None = None
@@ -183,6 +189,7 @@ class MonteCarloLearnerOptions:
         check_choice("value_baseline", self.value_baseline, VALUE_BASELINES)
         check_choice("counterfactual_baseline", self.counterfactual_baseline, COUNTERFACTUAL_MODES)
         check_bool("all_actions_clip", self.all_actions_clip)
+        check_bool("skip_inert_steps", self.skip_inert_steps)
         check_bool("separate_critic_optimizer", self.separate_critic_optimizer)
         check_number("critic_lr", self.critic_lr, lo=0.0, lo_open=True)
         if self.critic_grad_clip is not None:
@@ -289,6 +296,10 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
         ):
             self._learner_connector.insert_after(
                 "AddObservationsFromEpisodesToBatch", AddCriticStateToBatch()
+            )
+        if self.mc_options.skip_inert_steps:  # a convicted attacker's void actions
+            self._learner_connector.insert_after(
+                "AddObservationsFromEpisodesToBatch", AddInertToBatch()
             )
         self._learner_connector.append(
             MonteCarloValueTargets(
@@ -595,6 +606,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             VALUE_HEAD_INIT_KEY: stats.get("value_head_initialised", 0.0),
             BASELINE_COEF_KEY: stats.get("baseline_coef", 1.0),
             COUNTERFACTUAL_COEF_KEY: stats.get("counterfactual_coef", 0.0),
+            INERT_FRACTION_KEY: stats.get("inert_fraction", 0.0),
         }
         for key, value in values.items():
             self.metrics.log_value((module_id, key), value, window=1)

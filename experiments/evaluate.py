@@ -254,6 +254,7 @@ def scripted_env_config(env_config: Mapping[str, Any]) -> dict[str, Any]:
         out["adversary"] = ADVERSARIES[0]
         out.pop("attacker_reward", None)  # only valid with learned attackers
         out.pop("learned_share", None)
+        out.pop("attacker_strategies", None)
     return out
 
 
@@ -723,7 +724,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if env_config.get("adversary", ADVERSARIES[0]) != ADVERSARIES[0]:
         source += " (learned adversary: evaluated with scripted Byzantine replicas)"
     # Learned training: the defenders are evaluated against the scripted behaviours; the
-    # attacker module plays in the robustness report's "learned" case.
+    # attacker module plays in the robustness report's "learned" case, which keeps the
+    # training config's attacker_strategies (robustness_case_config resets the rest).
+    report_env_config = dict(env_config)
     env_config = scripted_env_config(env_config)
     train_env_config = scripted_env_config(train_env_config)
     try:
@@ -760,7 +763,7 @@ def evaluate(args: argparse.Namespace) -> int:
                 greedy,
                 defenders,
                 attacker,
-                env_config,
+                report_env_config,
                 held_out_seeds(args.robustness_episodes, args.seed_offset),
                 detectors["threshold"],
                 what,

@@ -106,6 +106,9 @@ FLAGS: list[str | tuple[str, Any, str | None]] = [
     ("--scenario", sorted(SCENARIOS), None),
     ("--adversary", ADVERSARIES,
      "Byzantine replicas: scripted behaviours, or learned attackers trained alongside"),
+    ("--attacker-strategies", None,
+     "learned attackers' message strategies, comma-separated (e.g. the four votes "
+     "vote_allow,vote_alert,vote_block,vote_quarantine); default: all nine"),
     ("--per-replica-policies", "switch", "one policy per replica instead of one shared policy"),
     ("--seed", _int(0), "RLlib seed (env runners, torch)"),
     ("--storage-path", None, None),
@@ -178,6 +181,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     overrides = {**ENV_OVERRIDES, **(SMOKE["env"] if args.smoke else {})}
     if args.adversary != "scripted":
         overrides["adversary"] = args.adversary
+    if args.attacker_strategies is not None:
+        if args.adversary == "scripted":
+            parser.error("--attacker-strategies: only with --adversary learned or mixed")
+        names = tuple(name.strip() for name in args.attacker_strategies.split(","))
+        try:
+            EnvConfig(adversary="learned", attacker_strategies=names)
+        except ValueError as e:
+            parser.error(f"--attacker-strategies: {e}")
+        overrides["attacker_strategies"] = names
     args.env_config = scenario_config(args.scenario, **overrides)
     try:  # the env config is validated here, before Ray starts
         EnvConfig.from_any(args.env_config)

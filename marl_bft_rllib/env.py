@@ -16,7 +16,6 @@ from marl_bft_rllib.bft import (
     BEHAVIORS,
     DECISION_RULES,
     LEARNED,
-    N_STRATEGIES,
 )
 from marl_bft_rllib.bft.aggregate import robust_aggregate
 from marl_bft_rllib.bft.byzantine import strategy_table
@@ -88,9 +87,10 @@ class BFTSecurityEnv(ParallelEnv):
     ## Action Space
     Defenders (and ``replica_i``): ``Discrete(4)``: 0 Allow, 1 Alert, 2 Block,
     3 Quarantine (severity order). Block and Quarantine are restrictive and count as
-    detecting a threat. An attacker: ``Discrete(9)``, one message strategy per step,
-    inside the authenticated-message model (it cannot forge an honest replica's
-    signature); indices in ``bft.ATTACKER_STRATEGIES`` order:
+    detecting a threat. An attacker: ``Discrete(len(attacker_strategies))``, one message
+    strategy per step, inside the authenticated-message model (it cannot forge an honest
+    replica's signature); action k is ``attacker_strategies[k]``, by default all nine in
+    ``bft.ATTACKER_STRATEGIES`` order:
 
     {strategy_table}
 
@@ -212,7 +212,11 @@ class BFTSecurityEnv(ParallelEnv):
             np.float32,
         )
         self._cf_nan = np.full(N_ACTIONS, np.nan, np.float32)
-        self._attacker_cf_nan = np.full(N_STRATEGIES, np.nan, np.float32)
+        # action k of an attacker -> its index in ATTACKER_STRATEGIES (what the protocol takes)
+        self._strategy_ids = np.array(
+            [ATTACKER_STRATEGIES.index(name) for name in cfg.attacker_strategies], np.int64
+        )
+        self._attacker_cf_nan = np.full(len(self._strategy_ids), np.nan, np.float32)
         self._rebuilds_decisions = cfg.decision_rule == "pbft"  # counterfactuals: pbft only
         self._shaper = STLShaper(
             cfg.stl_specs, cfg.shaping, gamma=cfg.gamma, clip=cfg.stl_clip, horizon=cfg.horizon
@@ -222,7 +226,7 @@ class BFTSecurityEnv(ParallelEnv):
         self._obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         # an attacker also sees the current event's true label (an insider)
         self._attacker_obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim + 1,), np.float32)
-        self._attacker_act_space = spaces.Discrete(N_STRATEGIES)
+        self._attacker_act_space = spaces.Discrete(len(self._strategy_ids))
         self._state_layout = self._build_state_layout()
         self.state_dim = self._state_layout["campaign"].stop
         self.state_space = spaces.Box(0.0, 1.0, (self.state_dim,), np.float32)
@@ -242,7 +246,7 @@ class BFTSecurityEnv(ParallelEnv):
         return self._attacker_obs_space if self.is_attacker(agent) else self._obs_space
 
     def action_space(self, agent: str) -> spaces.Discrete:
-        """Discrete(4) (Allow .. Quarantine); an attacker's: Discrete(N_STRATEGIES)."""
+        """Discrete(4) (Allow .. Quarantine); an attacker's: one action per strategy."""
         return self._attacker_act_space if self.is_attacker(agent) else self._act_space
 
     def observation_layout(self, agent: str | None = None) -> dict[str, slice]:
@@ -421,12 +425,13 @@ class BFTSecurityEnv(ParallelEnv):
                 raise ValueError(f"actions: no action for live agent {agent!r}")
             a = actions[agent]
             if self.is_attacker(agent):
-                if not 0 <= a < N_STRATEGIES:
+                k = len(self._strategy_ids)
+                if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < k:
                     raise ValueError(
                         f"actions: {agent!r} sent {a!r}, expected a strategy index "
-                        f"0..{N_STRATEGIES - 1} of {ATTACKER_STRATEGIES}"
+                        f"0..{k - 1} of attacker_strategies {self.config.attacker_strategies}"
                     )
-                strategies[self.agent_index[agent]] = int(a)
+                strategies[self.agent_index[agent]] = int(self._strategy_ids[a])
             else:
                 if not 0 <= a < N_ACTIONS:
                     raise ValueError(f"actions: {agent!r} sent {a!r}, expected 0..{N_ACTIONS - 1}")
@@ -510,12 +515,13 @@ class BFTSecurityEnv(ParallelEnv):
     ) -> dict[str, np.ndarray]:
         """Per learned attacker that cast a plain vote: its reward had it voted each severity.
 
-        Entries 0-3 (``vote_allow`` .. ``vote_quarantine``) are minus the team reward of
-        the decision with its certified vote set to that severity (as for a defender; a
-        vote outside the certificate changes nothing), up to a constant that is the same
-        for every entry; the other strategies' entries are NaN (their effect is not a
-        vote's). All NaN after another strategy, once convicted, or when the decision
-        cannot be rebuilt from the certificate.
+        One entry per action (``attacker_strategies``). A plain vote's entry
+        (``vote_allow`` .. ``vote_quarantine``) is minus the team reward of the decision
+        with its certified vote set to that severity (as for a defender; a vote outside
+        the certificate changes nothing), up to a constant that is the same for every
+        entry; the other strategies' entries are NaN (their effect is not a vote's). All
+        NaN after another strategy, once convicted, or when the decision cannot be rebuilt
+        from the certificate.
         """
         decision = int(result.decision)
         members = result.certificate.nonzero()[0].tolist() if result.committed else []
@@ -525,20 +531,23 @@ class BFTSecurityEnv(ParallelEnv):
             not votes or robust_aggregate(votes, f) == decision
         )
         team = -self._team_rewards[label]
+        ids = self._strategy_ids
+        voting = ids < N_ACTIONS  # the actions that are plain votes; their severity is the id
         out = {}
         for agent in self.agents:
             if not self.is_attacker(agent):
                 continue
             i, vec = self.agent_index[agent], self._attacker_cf_nan.copy()
-            if rebuildable and actions[agent] < N_ACTIONS and not self._consensus.convicted[i]:
+            voted = voting[actions[agent]]
+            if rebuildable and voted and not self._consensus.convicted[i]:
                 if i in members:
                     others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
                     k = len(votes) - 1 - f
                     lo = others[k - 1] if k >= 1 else 0
                     hi = others[k] if k < len(others) else top
-                    vec[:N_ACTIONS] = team[np.clip(np.arange(N_ACTIONS), lo, hi)]
+                    vec[voting] = team[np.clip(ids[voting], lo, hi)]
                 else:
-                    vec[:N_ACTIONS] = team[decision]
+                    vec[voting] = team[decision]
             out[agent] = vec
         return out
 

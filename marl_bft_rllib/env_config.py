@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marl_bft_rllib.actions import parse_action
-from marl_bft_rllib.bft import BEHAVIORS, DECISION_RULES, BFTConfig
-from marl_bft_rllib.bft.config import check_behaviors
+from marl_bft_rllib.bft import ATTACKER_STRATEGIES, BEHAVIORS, DECISION_RULES, BFTConfig
+from marl_bft_rllib.bft.config import check_behaviors, check_strategies
 from marl_bft_rllib.events.synthetic import SyntheticConfig
 from marl_bft_rllib.events.tabular import SPLITS, TableConfig
 from marl_bft_rllib.stl.shaping import DEFAULT_SPECS, SHAPING_MODES, SIGNALS, validate_specs
@@ -119,6 +119,10 @@ class EnvConfig:
     adversary: str = "scripted"
     attacker_reward: str = "negative_mean"
     learned_share: float = 0.5  # adversary="mixed": share of episodes with learned attackers
+    # The message strategies a learned attacker may use: its action k is the k-th name
+    # (default: all of bft.ATTACKER_STRATEGIES, in that order). A subset studies a weaker
+    # insider, e.g. one that never equivocates and so is never convicted.
+    attacker_strategies: tuple[str, ...] = ATTACKER_STRATEGIES
     decision_rule: str = "pbft"  # "majority" / "random_replica": baselines without BFT
     seed: int | None = None
 
@@ -192,6 +196,12 @@ class EnvConfig:
         if self.adversary != "mixed" and self.learned_share != 0.5:
             raise ValueError(
                 f"learned_share: only applies to adversary='mixed', got {self.learned_share!r}"
+            )
+        self.attacker_strategies = check_strategies(self.attacker_strategies, "attacker_strategies")
+        if self.adversary == "scripted" and self.attacker_strategies != ATTACKER_STRATEGIES:
+            raise ValueError(
+                "attacker_strategies: only apply to learned attackers (adversary 'learned' "
+                f"or 'mixed'), got {self.attacker_strategies!r}"
             )
         if self.adversary != "scripted" and self.n_byzantine < 1:
             raise ValueError(

@@ -498,8 +498,9 @@ def robustness_case_config(
     """The env config of one robustness case: a behaviour pinned, none, insider or learned.
 
     Everything else of ``env_config`` is kept (``n_byzantine``, pinned Byzantine ids, the
-    network); the adversary, attacker reward and decision rule are reset to their defaults
-    (``robustness_report`` sets the decision rule per row).
+    network); the adversary, attacker reward, decision rule and attacker strategies are
+    reset to their defaults (``robustness_report`` sets the decision rule per row), except
+    that the ``learned`` case keeps ``attacker_strategies``: the attacker module's actions.
     """
     cfg = EnvConfig.from_any(env_config)
     base = cfg.to_dict()
@@ -509,6 +510,7 @@ def robustness_case_config(
         learned_share=EnvConfig.learned_share,
         decision_rule="pbft",
         byzantine_behaviors=BEHAVIORS,
+        attacker_strategies=ATTACKER_STRATEGIES,
     )
     if case == NO_BYZANTINE:
         base.update(n_byzantine=0, byzantine_replicas=None)
@@ -519,6 +521,8 @@ def robustness_case_config(
             )
         if case in (LEARNED_CASE, INSIDER_CASE):  # both act in the attacker_j seats
             base["adversary"] = "learned"
+            if case == LEARNED_CASE:
+                base["attacker_strategies"] = cfg.attacker_strategies
         else:
             base["byzantine_behaviors"] = (case,)
     else:

@@ -176,3 +176,66 @@ def test_mixed_draws_learned_or_scripted_attackers_per_episode() -> None:
         if not attacking:  # the scripted episode steps without attacker actions
             env.step(dict.fromkeys(env.agents, 0))
     assert 40 <= learned <= 80  # about 0.3 of 200
+
+
+SUBSET = ("silent", "vote_quarantine", "equivocate", "vote_allow")  # any order, any subset
+
+
+def test_attacker_strategies_subset_is_the_full_table_relabelled() -> None:
+    """Action k of a subset env plays what the full table's index of its k-th name plays."""
+    cfg = {"adversary": "learned", "p_drop": 0.05, "horizon": 60}
+    sub = BFTSecurityEnv({**cfg, "attacker_strategies": list(SUBSET)})  # a list, as from Tune
+    full = BFTSecurityEnv(cfg)
+    assert sub.action_space("attacker_0").n == len(SUBSET)
+    assert sub.action_space("defender_0").n == 4
+    ids = [ATTACKER_STRATEGIES.index(name) for name in SUBSET]
+    rng = np.random.default_rng(0)
+    for seed in (1, 2):
+        obs_s, _ = sub.reset(seed=seed)
+        obs_f, _ = full.reset(seed=seed)
+        played = set()
+        while sub.agents:
+            acts = {a: int(rng.integers(sub.action_space(a).n)) for a in sub.agents}
+            played.add(acts["attacker_0"])
+            mapped = {a: ids[k] if a.startswith("attacker_") else k for a, k in acts.items()}
+            obs_s, rew_s, _, _, inf_s = sub.step(acts)
+            obs_f, rew_f, _, _, inf_f = full.step(mapped)
+            assert rew_s == rew_f
+            for a in obs_s:
+                np.testing.assert_array_equal(obs_s[a], obs_f[a])
+            cf_s = inf_s["attacker_0"]["counterfactual_rewards"]
+            cf_f = inf_f["attacker_0"]["counterfactual_rewards"]
+            assert cf_s.shape == (len(SUBSET),)
+            np.testing.assert_array_equal(cf_s, cf_f[ids])  # NaN where the full one is
+            assert inf_s["attacker_0"]["inert"] == inf_f["attacker_0"]["inert"]
+        assert played == set(range(len(SUBSET)))
+
+
+def test_attacker_strategies_votes_only_is_never_convicted() -> None:
+    votes = ATTACKER_STRATEGIES[:4]
+    env = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": votes, "horizon": 80})
+    steps = _random_episode(env, 4, np.random.default_rng(1))
+    assert not any(infos["attacker_0"]["inert"] for _, _, infos in steps[1:] if infos)
+    assert steps[-1][2]["defender_0"]["episode_metrics"]["convictions"] == 0
+    parallel_api_test(BFTSecurityEnv({"adversary": "learned", "attacker_strategies": votes}))
+
+
+def test_attacker_strategies_bad_values_and_actions() -> None:
+    for bad, match in (
+        (["vote_allow", "forge"], r"attacker_strategies: unknown strategy.*'forge'"),
+        ([], r"attacker_strategies: .*at least one"),
+        (["silent", "silent"], r"attacker_strategies: expected distinct"),
+        (3, r"attacker_strategies: expected distinct names"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            BFTSecurityEnv({"adversary": "learned", "attacker_strategies": bad})
+    with pytest.raises(ValueError, match=r"attacker_strategies: only apply to learned"):
+        BFTSecurityEnv({"attacker_strategies": ["silent"]})  # scripted: nothing would use it
+    env = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": ["silent", "omit"]})
+    env.reset(seed=0)
+    ok = dict.fromkeys(env.agents, 0)
+    for action in (2, -1, 1.0, True, "silent"):
+        with pytest.raises(ValueError, match=r"attacker_0.*0\.\.1 of attacker_strategies"):
+            env.step({**ok, "attacker_0": action})
+    env.step({**ok, "attacker_0": 1})
+    assert env.t == 1

@@ -69,6 +69,9 @@ def eval_mod() -> ModuleType:
         (["--num-learners", "0", "--gpus-per-learner", "2"], "--gpus-per-learner"),
         (["--name", "a/b"], "--name"),
         (["--scheduler", "asha", "--stop-iters", "2"], "--stop-iters"),
+        (["--attacker-strategies", "silent"], "--attacker-strategies"),  # scripted
+        (["--adversary", "learned", "--attacker-strategies", "silent,x"], "--attacker-strategies"),
+        (["--adversary", "mixed", "--attacker-strategies", ""], "--attacker-strategies"),
     ],
 )
 def test_bad_flags_name_the_flag(train_mod, tmp_path, capsys, argv, flag) -> None:
@@ -98,6 +101,14 @@ def test_smoke_and_search_flags_parse(train_mod, tmp_path) -> None:
     for key in ("lr", "entropy_coeff", "gamma", "lambda", "_train_batch_size_per_learner"):
         assert key in space
     assert "env_config/stl_weight" in space and "env_config/vote_weight" in space
+
+
+def test_attacker_strategies_flag_reaches_the_env_config(train_mod, tmp_path) -> None:
+    argv = ["--adversary", "learned", "--attacker-strategies", "vote_quarantine, silent"]
+    args = train_mod.parse_args([*argv, "--storage-path", str(tmp_path)])
+    assert args.env_config["attacker_strategies"] == ("vote_quarantine", "silent")
+    args = train_mod.parse_args(["--adversary", "learned", "--storage-path", str(tmp_path)])
+    assert "attacker_strategies" not in args.env_config  # EnvConfig's default: all nine
 
 
 @pytest.mark.parametrize("stop_iters", [4, 10, 100])
@@ -257,7 +268,9 @@ def test_evaluate_writes_report_and_plots(smoke, tmp_path) -> None:
 
 def test_learned_smoke_trains_both_sides_and_evaluate_reports_per_behaviour(tmp_path) -> None:
     storage = tmp_path / "tune"
-    proc = _run(TRAIN, "--smoke", "--adversary", "learned", "--storage-path", storage)
+    # a strategy subset: the attacker module's actions, which the "learned" case must keep
+    subset = ["--attacker-strategies", "vote_allow,vote_quarantine,silent"]
+    proc = _run(TRAIN, "--smoke", "--adversary", "learned", *subset, "--storage-path", storage)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpt = Path(proc.stdout.strip().splitlines()[-1].split()[1])
     assert {p.name for p in (ckpt / MODULE_SUBDIR).iterdir() if p.is_dir()} == {
@@ -272,6 +285,7 @@ def test_learned_smoke_trains_both_sides_and_evaluate_reports_per_behaviour(tmp_
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["env_config"]["adversary"] == "scripted"  # the main table: scripted replicas
+    assert "attacker_strategies" not in report["env_config"]
     cases = report["robustness"]["cases"]
     assert set(cases) == {*BEHAVIORS, "none", "insider", "learned"}
     for scores in cases.values():

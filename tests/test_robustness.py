@@ -70,6 +70,18 @@ def test_case_none_and_learned() -> None:
     assert robustness_case_config(learned_base, "silent")["adversary"] == "scripted"
 
 
+def test_case_attacker_strategies_kept_only_for_the_learned_case() -> None:
+    votes = ATTACKER_STRATEGIES[:4]
+    base = {**BASE, "adversary": "learned", "attacker_strategies": votes}
+    learned = robustness_case_config(base, LEARNED_CASE)
+    assert learned["attacker_strategies"] == votes  # the attacker module's actions
+    assert BFTSecurityEnv(learned).action_space("attacker_0").n == 4
+    insider = robustness_case_config(base, INSIDER_CASE)  # its actions index the full table
+    assert insider["attacker_strategies"] == ATTACKER_STRATEGIES
+    for case in ("silent", NO_BYZANTINE):
+        assert robustness_case_config(base, case)["attacker_strategies"] == ATTACKER_STRATEGIES
+
+
 def test_case_keeps_pinned_byzantine_ids() -> None:
     cfg = robustness_case_config({**BASE, "byzantine_replicas": (0,)}, "selective_primary")
     assert cfg["byzantine_replicas"] == (0,)

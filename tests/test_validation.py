@@ -234,6 +234,14 @@ ENV_BAD: dict[str, list[Any]] = {
         0.3,  # only for adversary="mixed"
         With.of(1.5, adversary="mixed"),
     ],
+    "attacker_strategies": [
+        ("vote_allow",),  # only for learned attackers
+        With.of(("vote_allow", "forge"), adversary="learned"),
+        With.of((), adversary="learned"),
+        With.of(("silent", "silent"), adversary="learned"),
+        With.of(4, adversary="learned"),
+        With.of({"silent": 1}, adversary="learned"),
+    ],
     "seed": [-1, 1.5, "1", True],
 }
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from marl_bft_rllib.actions import Action, parse_action
-from marl_bft_rllib.bft.byzantine import BEHAVIOR_REGISTRY
+from marl_bft_rllib.bft.byzantine import ATTACKER_STRATEGIES, BEHAVIOR_REGISTRY
 from marl_bft_rllib.validation import check_int, check_number
 
 # Names of the Byzantine behaviours, in registry order (the env's state() one-hot order).
@@ -26,6 +26,22 @@ def check_behaviors(value: object, field: str) -> tuple[str, ...]:
             f"{field}: unknown behaviour(s) {bad}; expected names from {BEHAVIORS}, got {value!r}"
         )
     return tuple(str(name) for name in names)
+
+
+def check_strategies(value: object, field: str) -> tuple[str, ...]:
+    """Normalise a learned attacker's strategy names to a tuple of distinct known names."""
+    expected = f"expected distinct names from {ATTACKER_STRATEGIES}"
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise ValueError(f"{field}: {expected}, got {value!r}")
+    names = tuple(value)
+    bad = [n for n in names if not isinstance(n, str) or n not in ATTACKER_STRATEGIES]
+    if bad:
+        raise ValueError(f"{field}: unknown strategy(ies) {bad}; {expected}, got {value!r}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{field}: {expected}, at least one, got {value!r}")
+    return tuple(str(n) for n in names)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+from connector_helpers import run_targets
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from marl_bft_rllib.bft import N_STRATEGIES
@@ -110,19 +110,6 @@ def test_counterfactual_baseline_is_the_policy_weighted_reward():
         counterfactual_baseline(logits, rewards[:, :3])
 
 
-class _ZeroCritic(ValueFunctionAPI):
-    """Stands in for a module: V = 0 everywhere (the connector only reads values)."""
-
-    def compute_values(self, batch, embeddings=None):
-        return torch.zeros(len(batch[Columns.REWARDS]))
-
-    def is_stateful(self) -> bool:
-        return False
-
-    def unwrapped(self):
-        return self
-
-
 def _chunk(rng: np.random.Generator, n: int, nan_rows: tuple[int, ...] = ()) -> dict:
     """One terminated episode chunk of n steps (+ phantom row) whose reward is cf[action]."""
     # a large part shared by every action (the label, the peers' votes), a small own part
@@ -149,10 +136,13 @@ def _chunk(rng: np.random.Generator, n: int, nan_rows: tuple[int, ...] = ()) -> 
 
 
 def _run(batch: dict, counterfactual: str, lambda_: float = 0.0) -> dict:
-    piece = MonteCarloValueTargets(
-        gamma=0.9, lambda_=lambda_, value_baseline="critic", counterfactual_baseline=counterfactual
+    return run_targets(
+        batch,
+        gamma=0.9,
+        lambda_=lambda_,
+        value_baseline="critic",
+        counterfactual_baseline=counterfactual,
     )
-    return piece(rl_module={"m": _ZeroCritic()}, batch={"m": dict(batch)}, episodes=[])["m"]
 
 
 def _advantages(batch: dict, counterfactual: str, lambda_: float = 0.0) -> np.ndarray:

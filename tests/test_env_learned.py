@@ -225,7 +225,7 @@ def test_attacker_strategies_bad_values_and_actions() -> None:
         (["vote_allow", "forge"], r"attacker_strategies: unknown strategy.*'forge'"),
         ([], r"attacker_strategies: .*at least one"),
         (["silent", "silent"], r"attacker_strategies: expected distinct"),
-        (3, r"attacker_strategies: expected distinct names"),
+        (3, r"attacker_strategies: expected a sequence of strategy names"),
     ):
         with pytest.raises(ValueError, match=match):
             BFTSecurityEnv({"adversary": "learned", "attacker_strategies": bad})

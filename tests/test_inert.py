@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from connector_helpers import run_targets
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from marl_bft_rllib.bft import ATTACKER_STRATEGIES, N_STRATEGIES
 from marl_bft_rllib.env import INERT_INFO_KEY, BFTSecurityEnv
-from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 from marl_bft_rllib.rllib.inert import INERT
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
 
@@ -61,19 +59,6 @@ def test_an_inert_attackers_actions_change_nothing(seed: int, p_drop: float) -> 
     np.testing.assert_array_equal(np.array(rew_a), np.array(rew_b))
 
 
-class _ZeroCritic(ValueFunctionAPI):
-    """Stands in for a module: V = 0 everywhere (the connector only reads values)."""
-
-    def compute_values(self, batch, embeddings=None):
-        return torch.zeros(len(batch[Columns.REWARDS]))
-
-    def is_stateful(self) -> bool:
-        return False
-
-    def unwrapped(self):
-        return self
-
-
 def _chunk(n: int, inert_from: int | None) -> dict:
     """One terminated chunk of n steps (+ phantom row); rows from inert_from on are void."""
     rng = np.random.default_rng(11)
@@ -95,8 +80,7 @@ def _chunk(n: int, inert_from: int | None) -> dict:
 
 
 def _run(batch: dict) -> dict:
-    piece = MonteCarloValueTargets(gamma=0.9, lambda_=0.0, value_baseline="critic")
-    return piece(rl_module={"m": _ZeroCritic()}, batch={"m": dict(batch)}, episodes=[])["m"]
+    return run_targets(batch, gamma=0.9, lambda_=0.0, value_baseline="critic")
 
 
 def test_connector_zeroes_inert_advantages_and_keeps_their_targets() -> None:

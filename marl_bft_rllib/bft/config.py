@@ -13,35 +13,37 @@ from marl_bft_rllib.validation import check_int, check_number
 BEHAVIORS: tuple[str, ...] = tuple(BEHAVIOR_REGISTRY)
 
 
-def check_behaviors(value: object, field: str) -> tuple[str, ...]:
-    """Normalise behaviour names to a tuple; raise ValueError naming `field` and unknown names."""
+def _names(value: object, field: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``value`` (a name or a sequence of names) as a tuple; unknown names raise."""
     if isinstance(value, str):
         value = (value,)
     if isinstance(value, Mapping) or not isinstance(value, Iterable):
-        raise ValueError(f"{field}: expected a sequence of behaviour names, got {value!r}")
+        raise ValueError(
+            f"{field}: expected a sequence of {what} names from {known}, got {value!r}"
+        )
     names = tuple(value)
-    bad = [name for name in names if not isinstance(name, str) or name not in BEHAVIORS]
+    bad = [name for name in names if not isinstance(name, str) or name not in known]
     if bad:
         raise ValueError(
-            f"{field}: unknown behaviour(s) {bad}; expected names from {BEHAVIORS}, got {value!r}"
+            f"{field}: unknown {what}(s) {bad}; expected names from {known}, got {value!r}"
         )
     return tuple(str(name) for name in names)
 
 
+def check_behaviors(value: object, field: str) -> tuple[str, ...]:
+    """Normalise behaviour names to a tuple; raise ValueError naming `field` and unknown names."""
+    return _names(value, field, BEHAVIORS, "behaviour")
+
+
 def check_strategies(value: object, field: str) -> tuple[str, ...]:
     """Normalise a learned attacker's strategy names to a tuple of distinct known names."""
-    expected = f"expected distinct names from {ATTACKER_STRATEGIES}"
-    if isinstance(value, str):
-        value = (value,)
-    if isinstance(value, Mapping) or not isinstance(value, Iterable):
-        raise ValueError(f"{field}: {expected}, got {value!r}")
-    names = tuple(value)
-    bad = [n for n in names if not isinstance(n, str) or n not in ATTACKER_STRATEGIES]
-    if bad:
-        raise ValueError(f"{field}: unknown strategy(ies) {bad}; {expected}, got {value!r}")
+    names = _names(value, field, ATTACKER_STRATEGIES, "strategy")
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"{field}: {expected}, at least one, got {value!r}")
-    return tuple(str(n) for n in names)
+        raise ValueError(
+            f"{field}: expected distinct strategy names from {ATTACKER_STRATEGIES}, at least "
+            f"one, got {value!r}"
+        )
+    return names
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ COUNTERFACTUAL_REWARDS = "counterfactual_rewards"  # model-output / train-batch 
 COUNTERFACTUAL_ADVANTAGES = "counterfactual_advantages"
 
 
-def counterfactual_baseline(logits: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    """Per row, sum_a softmax(logits)_a * rewards_a (NaN where any reward is NaN)."""
+def _policy_and_rewards(logits: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(logits) per row and the rewards, as float64, after checking their shapes."""
     z = np.asarray(logits, dtype=np.float64)
     r = np.asarray(rewards, dtype=np.float64)
     if z.shape != r.shape or z.ndim != 2:
@@ -60,7 +60,12 @@ def counterfactual_baseline(logits: np.ndarray, rewards: np.ndarray) -> np.ndarr
             f"counterfactual rewards: expected one per action, shape {z.shape}, got {r.shape}"
         )
     p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    return p / p.sum(axis=1, keepdims=True), r
+
+
+def counterfactual_baseline(logits: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """Per row, sum_a softmax(logits)_a * rewards_a (NaN where any reward is NaN)."""
+    p, r = _policy_and_rewards(logits, rewards)
     return (p * r).sum(axis=1)
 
 
@@ -79,14 +84,7 @@ def immediate_terms(
     ``sum_{a in V} grad pi(a) (r(a) - b)``; rows with the action outside V keep their
     sampled reward, and the two parts add up to an unbiased policy gradient.
     """
-    z = np.asarray(logits, dtype=np.float64)
-    r = np.asarray(rewards, dtype=np.float64)
-    if z.shape != r.shape or z.ndim != 2:
-        raise ValueError(
-            f"counterfactual rewards: expected one per action, shape {z.shape}, got {r.shape}"
-        )
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    p, r = _policy_and_rewards(logits, rewards)
     finite = np.isfinite(r)
     idx = np.arange(len(r))
     carry = np.asarray(rows, bool) & finite[idx, actions]

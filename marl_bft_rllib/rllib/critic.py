@@ -39,6 +39,7 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from marl_bft_rllib.env import STATE_INFO_KEY
+from marl_bft_rllib.rllib.columns import add_recorded_column
 from marl_bft_rllib.rllib.counterfactual import COUNTERFACTUAL_REWARDS
 from marl_bft_rllib.rllib.inert import INERT
 
@@ -175,35 +176,25 @@ class AddCriticStateToBatch(ConnectorV2):
         self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs: Any
     ) -> Any:
         """Add one state row per observation row (phantom bootstrap row included)."""
-        for sa_episode in self.single_agent_episode_iterator(
-            episodes, agents_that_stepped_only=False
-        ):
-            mid = sa_episode.module_id
-            if mid is not None and not getattr(
-                rl_module[mid].unwrapped(), "uses_critic_state", False
-            ):
-                continue
-            n = len(sa_episode)  # real steps + the phantom row
-            if n == 0:
-                continue
-            try:
-                states = list(sa_episode.get_extra_model_outputs(CRITIC_STATE, slice(0, n)))
-            except KeyError:
-                raise ValueError(
-                    f"episodes: no {CRITIC_STATE!r} model outputs; the env runners need "
-                    "AddCriticStateToModuleInput (build_ppo_config(critic='central') adds it)"
-                ) from None
-            final = sa_episode.get_infos(-1)
-            if isinstance(final, dict) and STATE_INFO_KEY in final:
-                states[-1] = final[STATE_INFO_KEY]  # the bootstrap row's own state
-            self.add_n_batch_items(
-                batch,
-                CRITIC_STATE,
-                items_to_add=states,
-                num_items=n,
-                single_agent_episode=sa_episode,
-            )
-        return batch
+        return add_recorded_column(
+            self,
+            batch,
+            episodes,
+            rl_module,
+            CRITIC_STATE,
+            wanted=lambda module: getattr(module, "uses_critic_state", False),
+            missing="the env runners need AddCriticStateToModuleInput "
+            "(build_ppo_config(critic='central') adds it)",
+            finish=_final_state,
+        )
+
+
+def _final_state(sa_episode: Any, states: list) -> list:
+    """The bootstrap row's own state, from the last infos where the episode still has them."""
+    final = sa_episode.get_infos(-1)
+    if isinstance(final, dict) and STATE_INFO_KEY in final:
+        states[-1] = final[STATE_INFO_KEY]
+    return states
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.annotations import override
 
 from marl_bft_rllib.env import INERT_INFO_KEY
+from marl_bft_rllib.rllib.columns import add_recorded_column
 
 INERT = "inert"  # train-batch column: True where the agent's action was void
 
@@ -57,25 +58,16 @@ class AddInertToBatch(ConnectorV2):
         self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs: Any
     ) -> Any:
         """Add one flag per observation row (phantom bootstrap row included)."""
-        for sa_episode in self.single_agent_episode_iterator(
-            episodes, agents_that_stepped_only=False
-        ):
-            mid = sa_episode.module_id
-            module = rl_module[mid].unwrapped() if mid is not None else None
-            if module is not None and INERT not in getattr(module, "passed_through", ()):
-                continue  # a module that does not record the flag: every step counts
-            n = len(sa_episode)  # real steps + the phantom row
-            if n == 0:
-                continue
-            flags = sa_episode.get_extra_model_outputs(INERT, slice(0, n))
-            self.add_n_batch_items(
-                batch,
-                INERT,
-                items_to_add=list(np.asarray(flags, np.float32)),
-                num_items=n,
-                single_agent_episode=sa_episode,
-            )
-        return batch
+        return add_recorded_column(
+            self,
+            batch,
+            episodes,
+            rl_module,
+            INERT,
+            wanted=lambda module: INERT in getattr(module, "passed_through", ()),
+            missing="the env runners need RecordInert (config.critic_state_connector)",
+            finish=lambda _, flags: list(np.asarray(flags, np.float32)),
+        )
 
 
 __all__ = ["INERT", "AddInertToBatch", "RecordInert"]

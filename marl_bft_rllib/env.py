@@ -206,11 +206,10 @@ class BFTSecurityEnv(ParallelEnv):
         self.n_context = len(self._source.context_names)
         self.n_hosts = self._source.n_hosts
         self._consensus = DECISION_RULES[cfg.decision_rule](cfg.bft)
-        self._cf_tables, self._cf_rows = self._build_counterfactual_tables()
         self._team_rewards = np.array(  # [label, decision]: the team part of the reward
-            [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)],
-            np.float32,
+            [[outcome_reward(cfg.reward_table, y, a) for a in range(N_ACTIONS)] for y in (0, 1)]
         )
+        self._cf_tables, self._cf_rows = self._build_counterfactual_tables()
         self._cf_nan = np.full(N_ACTIONS, np.nan, np.float32)
         # action k of an attacker -> its index in ATTACKER_STRATEGIES (what the protocol takes)
         self._strategy_ids = np.array(
@@ -288,12 +287,7 @@ class BFTSecurityEnv(ParallelEnv):
     def _build_counterfactual_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Team + vote reward by [label, decision, own vote], and by [label, lo, hi, own vote]
         with the decision = the own vote clamped to [lo, hi]."""
-        table = np.array(
-            [
-                [outcome_reward(self.config.reward_table, y, a) for a in range(N_ACTIONS)]
-                for y in (0, 1)
-            ]
-        )
+        table = self._team_rewards
         by_decision = (table[:, :, None] + self.config.vote_weight * table[:, None]).astype(
             np.float32
         )
@@ -483,31 +477,41 @@ class BFTSecurityEnv(ParallelEnv):
             rewards.update((a, attacker) for a in self.agents if self.is_attacker(a))
         return rewards
 
-    def _counterfactual_rewards(self, label: int, result: Any) -> dict[str, np.ndarray]:
-        """Per defender, the team + vote reward had it voted each action (others fixed).
+    def _vote_bounds(self, result: Any) -> dict[int, tuple[int, int]] | None:
+        """Per certified replica, the interval [lo, hi] that its vote is clamped to.
 
         The decision with one certified vote set to a is the certificate's trimmed pick
         with that vote replaced: the k-th smallest of the others and a, which is a
-        clamped between the others' (k-1)-th and k-th smallest (k = size - 1 - f).
+        clamped between the others' (k-1)-th and k-th smallest (k = size - 1 - f). A
+        replica missing from the result has no say (its vote is not in the certificate,
+        or nothing committed). None when the decision cannot be rebuilt this way.
         """
-        decision = int(result.decision)
         members = result.certificate.nonzero()[0].tolist() if result.committed else []
         votes = result.revealed_votes[members].tolist()
         f = self.config.bft.f
-        if not self._rebuilds_decisions or (votes and robust_aggregate(votes, f) != decision):
-            return {agent: self._cf_nan.copy() for agent in self._defenders}  # not rebuildable
-        rows = self._cf_rows[label]  # [lo, hi] -> the (4,) rewards of votes clamped to [lo, hi]
+        if not self._rebuilds_decisions or (
+            votes and robust_aggregate(votes, f) != int(result.decision)
+        ):
+            return None
         k, top = len(votes) - 1 - f, N_ACTIONS - 1
+        bounds = {}
+        for i in members:
+            others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
+            bounds[i] = (others[k - 1] if k >= 1 else 0, others[k] if k < len(others) else top)
+        return bounds
+
+    def _counterfactual_rewards(self, label: int, result: Any) -> dict[str, np.ndarray]:
+        """Per defender, the team + vote reward had it voted each action (others fixed)."""
+        bounds = self._vote_bounds(result)
+        if bounds is None:
+            return {agent: self._cf_nan.copy() for agent in self._defenders}
+        rows = self._cf_rows[label]  # [lo, hi] -> the (4,) rewards of votes clamped to [lo, hi]
         out = {}
         for agent in self._defenders:
-            i = self.agent_index[agent]
-            if i not in members:  # undecided, or its vote is not in the certificate
-                out[agent] = self._cf_tables[label, decision].copy()
-                continue
-            others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
-            lo = others[k - 1] if k >= 1 else 0
-            hi = others[k] if k < len(others) else top
-            out[agent] = rows[lo, hi].copy()
+            b = bounds.get(self.agent_index[agent])
+            out[agent] = (
+                self._cf_tables[label, int(result.decision)] if b is None else rows[b]
+            ).copy()
         return out
 
     def _attacker_counterfactuals(
@@ -523,13 +527,7 @@ class BFTSecurityEnv(ParallelEnv):
         NaN after another strategy, once convicted, or when the decision cannot be rebuilt
         from the certificate.
         """
-        decision = int(result.decision)
-        members = result.certificate.nonzero()[0].tolist() if result.committed else []
-        votes = result.revealed_votes[members].tolist()
-        f, top = self.config.bft.f, N_ACTIONS - 1
-        rebuildable = self._rebuilds_decisions and (
-            not votes or robust_aggregate(votes, f) == decision
-        )
+        bounds = self._vote_bounds(result)
         team = -self._team_rewards[label]
         ids = self._strategy_ids
         voting = ids < N_ACTIONS  # the actions that are plain votes; their severity is the id
@@ -538,16 +536,11 @@ class BFTSecurityEnv(ParallelEnv):
             if not self.is_attacker(agent):
                 continue
             i, vec = self.agent_index[agent], self._attacker_cf_nan.copy()
-            voted = voting[actions[agent]]
-            if rebuildable and voted and not self._consensus.convicted[i]:
-                if i in members:
-                    others = sorted(v for j, v in zip(members, votes, strict=True) if j != i)
-                    k = len(votes) - 1 - f
-                    lo = others[k - 1] if k >= 1 else 0
-                    hi = others[k] if k < len(others) else top
-                    vec[voting] = team[np.clip(ids[voting], lo, hi)]
-                else:
-                    vec[voting] = team[decision]
+            if bounds is not None and voting[actions[agent]] and not self._consensus.convicted[i]:
+                b = bounds.get(i)
+                vec[voting] = (
+                    team[int(result.decision)] if b is None else team[np.clip(ids[voting], *b)]
+                )
             out[agent] = vec
         return out
 

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from marl_bft_rllib.actions import N_ACTIONS  # noqa: E402
 from marl_bft_rllib.bft import ATTACKER_STRATEGIES  # noqa: E402
+from marl_bft_rllib.bft.config import check_strategies  # noqa: E402
 from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
     INSIDER_CASE,
@@ -75,13 +76,6 @@ from marl_bft_rllib.rllib.inference import logits_fn  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
 SHARED_COMPONENT = f"learner_group/learner/rl_module/{SHARED_POLICY}"
 VOTES = ATTACKER_STRATEGIES[:N_ACTIONS]  # vote_allow .. vote_quarantine
-
-
-def strategies_flag(text: str) -> tuple[str, ...]:
-    """``--attacker-strategies``: comma-separated strategy names, or ``all``."""
-    if text.strip() == "all":
-        return ATTACKER_STRATEGIES
-    return tuple(name.strip() for name in text.split(","))
 
 
 def train(config: Any, iters: int, load_defenders: Path | None = None) -> tuple[Any, float]:
@@ -254,8 +248,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--attacker-strategies",
-        type=strategies_flag,
-        default=VOTES,
+        default=",".join(VOTES),
         help="comma-separated message strategies of every learned attacker (self-play's "
         "and the fresh ones), or 'all' (EnvConfig's default, the nine of the table); "
         "default: the four plain votes (measured the stronger attacker, see the docstring)",
@@ -271,7 +264,11 @@ def main() -> None:
     if "attacker_strategies" in args.env_config:
         parser.error("--env-config: give attacker_strategies as --attacker-strategies")
     try:
-        EnvConfig(adversary="learned", attacker_strategies=args.attacker_strategies)
+        args.attacker_strategies = (
+            ATTACKER_STRATEGIES
+            if args.attacker_strategies.strip() == "all"
+            else check_strategies(args.attacker_strategies, "attacker_strategies")
+        )
     except ValueError as err:
         parser.error(f"--attacker-strategies: {err}")
     for flag in ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes"):

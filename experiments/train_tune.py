@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 
 import marl_bft_rllib  # noqa: E402
 from marl_bft_rllib import tune as bft_tune  # noqa: E402
+from marl_bft_rllib.bft.config import check_strategies  # noqa: E402
 from marl_bft_rllib.env_config import ADVERSARIES, EnvConfig  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
 
@@ -184,9 +185,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.attacker_strategies is not None:
         if args.adversary == "scripted":
             parser.error("--attacker-strategies: only with --adversary learned or mixed")
-        names = tuple(name.strip() for name in args.attacker_strategies.split(","))
         try:
-            EnvConfig(adversary="learned", attacker_strategies=names)
+            names = check_strategies(args.attacker_strategies, "attacker_strategies")
         except ValueError as e:
             parser.error(f"--attacker-strategies: {e}")
         overrides["attacker_strategies"] = names

@@ -231,7 +231,8 @@ def test_attacker_strategies_bad_values_and_actions() -> None:
             BFTSecurityEnv({"adversary": "learned", "attacker_strategies": bad})
     with pytest.raises(ValueError, match=r"attacker_strategies: only apply to learned"):
         BFTSecurityEnv({"attacker_strategies": ["silent"]})  # scripted: nothing would use it
-    env = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": ["silent", "omit"]})
+    env = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": "silent, omit"})
+    assert env.config.attacker_strategies == ("silent", "omit")  # a flag's comma list
     env.reset(seed=0)
     ok = dict.fromkeys(env.agents, 0)
     for action in (2, -1, 1.0, True, "silent"):

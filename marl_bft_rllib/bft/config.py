@@ -36,7 +36,12 @@ def check_behaviors(value: object, field: str) -> tuple[str, ...]:
 
 
 def check_strategies(value: object, field: str) -> tuple[str, ...]:
-    """Normalise a learned attacker's strategy names to a tuple of distinct known names."""
+    """Normalise a learned attacker's strategy names to a tuple of distinct known names.
+
+    ``value``: a sequence of names, or one string of comma-separated names (a flag's).
+    """
+    if isinstance(value, str):
+        value = tuple(name.strip() for name in value.split(","))
     names = _names(value, field, ATTACKER_STRATEGIES, "strategy")
     if not names or len(set(names)) != len(names):
         raise ValueError(

@@ -12,6 +12,7 @@ from ray.tune.utils import flatten_dict
 
 from marl_bft_rllib.rllib import build_ppo_config
 from marl_bft_rllib.rllib.config import ATTACKER_POLICY, SHARED_POLICY, map_by_role
+from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 from marl_bft_rllib.rllib.learner import MonteCarloLearnerOptions
 from marl_bft_rllib.tune import PROGRESS_COLUMNS
 
@@ -138,5 +139,22 @@ def test_mixed_adversary_trains_with_episodes_without_attackers(ray_session) -> 
         assert any(with_attacker) and not all(with_attacker)
         result = algo.train()
         assert {SHARED_POLICY, ATTACKER_POLICY} <= set(result["learners"])
+    finally:
+        algo.stop()
+
+
+def test_attacker_lambda_reaches_the_learners_connector(ray_session) -> None:
+    """attacker_training's lambda_ is the attacker module's GAE lambda in the learner."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = build_ppo_config(
+            ENV, adversary="learned", attacker_training={"lambda_": 0.1}, **SMALL
+        )
+        algo = config.build_algo()
+    try:
+        (call,) = algo.learner_group.foreach_learner(
+            lambda learner: learner._learner_connector[MonteCarloValueTargets][0].lambda_per_module
+        )
+        assert call.get() == {ATTACKER_POLICY: 0.1}
     finally:
         algo.stop()

@@ -384,3 +384,61 @@ def test_build_ppo_config_one_policy_per_replica():
     config = build_ppo_config({"n_replicas": 5}, shared_policy=False)
     assert set(config.policies) == {f"replica_{i}" for i in range(5)}
     assert config.policy_mapping_fn("replica_3", None) == "replica_3"
+
+
+def test_lambda_per_module_sets_each_modules_gae() -> None:
+    """lambda_per_module overrides lambda_ for its modules only; the targets stay MC returns."""
+    from connector_helpers import ZeroCritic
+
+    from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
+
+    rng = np.random.default_rng(3)
+    n = 40
+    mask = np.ones(n + 1, bool)
+    mask[-1] = False
+    done = np.zeros(n + 1, bool)
+    done[n - 1] = True
+    rows = {
+        Columns.REWARDS: rng.normal(2.0, 3.0, n + 1),
+        Columns.LOSS_MASK: mask,
+        Columns.TERMINATEDS: done,
+        Columns.TRUNCATEDS: np.zeros(n + 1, bool),
+    }
+    r = rows[Columns.REWARDS][:n]
+    piece = MonteCarloValueTargets(
+        gamma=0.9, lambda_=1.0, lambda_per_module={"a": 0.0}, standardize_advantages="module"
+    )
+    out = piece(
+        rl_module={"a": ZeroCritic(), "b": ZeroCritic()},
+        batch={"a": dict(rows), "b": dict(rows)},
+        episodes=[],
+    )
+    returns = np.zeros(n)
+    for t in reversed(range(n)):  # hand-computed: terminated, no bootstrap
+        returns[t] = r[t] + 0.9 * (returns[t + 1] if t + 1 < n else 0.0)
+    for mid, raw in (("a", r), ("b", returns)):  # V = 0: GAE(0) = r, GAE(1) = G
+        np.testing.assert_allclose(out[mid][Postprocessing.VALUE_TARGETS][:n], returns, rtol=1e-5)
+        adv = np.asarray(out[mid][Postprocessing.ADVANTAGES][:n], np.float64)
+        np.testing.assert_allclose(adv, (raw - raw.mean()) / raw.std(), atol=1e-4)
+    with pytest.raises(ValueError, match=r"^lambda_ of module 'a'"):
+        MonteCarloValueTargets(gamma=0.9, lambda_=0.5, lambda_per_module={"a": 1.5})
+
+
+def test_build_ppo_config_attacker_training() -> None:
+    """Per-module overrides reach RLlib's config for the attacker only; bad ones fail early."""
+    config = build_ppo_config(
+        {"horizon": 60}, adversary="learned", attacker_training={"lambda_": 0.2, "lr": 2e-3}
+    )
+    attacker = config.get_config_for_module("attacker")
+    assert (attacker.lambda_, attacker.lr) == (0.2, 2e-3)
+    assert config.get_config_for_module("shared").lambda_ == config.lambda_ == 0.5
+    for kwargs, message in (
+        ({"attacker_training": {"gamma": 0.5}}, r"^attacker_training: unsupported"),
+        ({"attacker_training": {"lambda_": 1.5}}, r"^attacker_training\['lambda_'\]: "),
+        ({"attacker_training": {"lr": -1.0}}, r"^attacker_training\['lr'\]: "),
+        ({"attacker_training": [0.1]}, r"^attacker_training: expected a dict"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build_ppo_config({"horizon": 60}, adversary="learned", **kwargs)
+    with pytest.raises(ValueError, match=r"^attacker_training: only with learned"):
+        build_ppo_config({"horizon": 60}, attacker_training={"lambda_": 0.0})

@@ -196,6 +196,7 @@ class MonteCarloValueTargets(ConnectorV2):
         *,
         gamma: float,
         lambda_: float,
+        lambda_per_module: dict[str, float] | None = None,
         advantage_estimator: str = "gae",
         standardize_advantages: str = "batch",
         value_baseline: str = "critic",
@@ -205,10 +206,14 @@ class MonteCarloValueTargets(ConnectorV2):
         targets_fn: TargetsFn | None = None,
         **kwargs,
     ) -> None:
-        """Set the discount, GAE lambda, estimator, standardisation scope and baselines."""
+        """Set the discount, GAE lambda (overridable per module), estimator, scope, baselines."""
         super().__init__(input_observation_space, input_action_space, **kwargs)
         check_number("gamma", gamma, lo=0.0, hi=1.0)
         check_number("lambda_", lambda_, lo=0.0, hi=1.0)
+        self.lambda_per_module = {
+            mid: check_number(f"lambda_ of module {mid!r}", lam, lo=0.0, hi=1.0)
+            for mid, lam in (lambda_per_module or {}).items()
+        }
         check_choice("advantage_estimator", advantage_estimator, ADVANTAGE_ESTIMATORS)
         check_choice("standardize_advantages", standardize_advantages, STANDARDIZE_MODES)
         check_choice("value_baseline", value_baseline, VALUE_BASELINES)
@@ -243,7 +248,7 @@ class MonteCarloValueTargets(ConnectorV2):
             truncateds=convert_to_numpy(module_batch[Columns.TRUNCATEDS]).astype(bool),
             mask=mask,
             gamma=self.gamma,
-            lambda_=self.lambda_,
+            lambda_=self.lambda_per_module.get(mid, self.lambda_),
             estimator=self.advantage_estimator,
         )
         compute = functools.partial(

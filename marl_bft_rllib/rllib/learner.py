@@ -4,7 +4,8 @@
 documented extension points:
 - ``build()``: ``GeneralAdvantageEstimation`` is removed from the learner connector
   pipeline and ``MonteCarloValueTargets`` appended in its place (raw return targets,
-  GAE(lambda) or MC advantages standardised over the whole batch);
+  GAE(lambda) or MC advantages standardised over the whole batch; lambda per module
+  from RLlib's ``algorithm_config_overrides_per_module``, as the lr already is);
 - ``configure_optimizers_for_module()``: a separate Adam for the critic (critic encoder
   and value head) with its own learning rate; ``postprocess_gradients_for_module()``
   clips each optimiser with its own threshold;
@@ -305,6 +306,11 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             MonteCarloValueTargets(
                 gamma=self.config.gamma,
                 lambda_=self.config.lambda_,
+                # PPOConfig.multi_agent(algorithm_config_overrides_per_module=...)
+                lambda_per_module={
+                    mid: self.config.get_config_for_module(mid).lambda_
+                    for mid in self.config.algorithm_config_overrides_per_module
+                },
                 advantage_estimator=self.mc_options.advantage_estimator,
                 standardize_advantages=self.mc_options.standardize_advantages,
                 value_baseline=self.mc_options.value_baseline,

@@ -20,9 +20,9 @@ Every learned attacker here (self-play's and the fresh ones) plays only the four
 votes (``--attacker-strategies``; ``all`` gives EnvConfig's default table of nine). With
 all nine, a new attacker equivocates about one step in nine, is convicted within about
 nine steps and then changes nothing, so it barely learns: a fresh one lowered its
-defenders' F1 by 0.000-0.004 (``results/robustness_all_strategies.json``); votes only,
-by 0.012-0.023 (3 and 6 seeds), and self-play against it left the defenders stronger
-against the scripted insider (F1 0.964 on 3 seeds, 0.952 on 6, against 0.946).
+defenders' F1 by 0.000-0.004 (``results/robustness_all_strategies.json``, an older
+run); votes only, with the attacker module's own lambda 0 and lr 3e-3 (``ATTACKER_DEFAULTS``,
+``--attacker-training`` changes them), by 0.018-0.032 (3 and 6 seeds).
 
     python benchmarks/robustness.py                  # 3 seeds, 10 + 10 iterations
     python benchmarks/robustness.py --seeds 1 --iters 3 --attack-iters 3 --episodes 4
@@ -32,6 +32,8 @@ against the scripted insider (F1 0.964 on 3 seeds, 0.952 on 6, against 0.946).
         --out benchmarks/results/robustness_peer_stats.json   # with the peers' dissent
     python benchmarks/robustness.py --attacker-strategies all \
         --out benchmarks/results/robustness_all_strategies.json  # the nine strategies
+    python benchmarks/robustness.py --attacker-training '{"lambda_": 0.5}' \
+        --out /tmp/attacker_lambda05.json        # the attacker at the defenders' lambda
 
 Results to expect: the targets are (a) the self-play defenders' worst-case F1 over all
 cases, their fresh attacker included, is at least the scripted-trained defenders' (the
@@ -109,6 +111,9 @@ def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, An
             build_ppo_config(
                 {**env, **(learned if adversary != "scripted" else {})},
                 adversary=adversary,
+                **(
+                    {"attacker_training": args.attacker_training} if adversary != "scripted" else {}
+                ),
                 **kwargs,
                 **training,
             )
@@ -253,6 +258,13 @@ def main() -> None:
         "and the fresh ones), or 'all' (EnvConfig's default, the nine of the table); "
         "default: the four plain votes (measured the stronger attacker, see the docstring)",
     )
+    parser.add_argument(
+        "--attacker-training",
+        type=json.loads,
+        default={},
+        help="training options of the attacker module (JSON, over ATTACKER_DEFAULTS), "
+        "e.g. '{\"lambda_\": 0.5}'",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not isinstance(args.env_config, dict) or "seed" in args.env_config:
@@ -261,6 +273,12 @@ def main() -> None:
         EnvConfig.from_any(args.env_config)  # a bad field fails here, before Ray starts
     except ValueError as err:
         parser.error(f"--env-config: {err}")
+    try:
+        build_ppo_config(
+            {**args.env_config, "adversary": "learned"}, attacker_training=args.attacker_training
+        )
+    except ValueError as err:
+        parser.error(f"--attacker-training: {err}")
     if "attacker_strategies" in args.env_config:
         parser.error("--env-config: give attacker_strategies as --attacker-strategies")
     try:

@@ -54,10 +54,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 # Per-module overrides of the attacker module (adversary "learned" / "mixed"). The
 # attacker changes a decision only where the certificate's honest votes disagree, and its
 # reward is mostly that step's: lambda 0 keeps the future-return noise out of its
-# advantages, and a constant lr keeps it learning (measured, a fresh attacker 10
-# iterations against frozen defenders, 2 seeds: it lowered their F1 by 0.019 / 0.011 at
-# the defenders' lambda 0.5 and lr schedule, 0.030 / 0.027 at lambda 0, 0.035 / 0.027 with
-# lr 3e-3 too, 0.016 at lr 1e-2 (seed 1); the scripted insider 0.037 / 0.030).
+# advantages, and a constant lr keeps it learning (measured, benchmarks/attacker_training.py,
+# a fresh attacker 10 iterations against frozen defenders, 2 seeds: it lowered their F1
+# by 0.007 at the defenders' lambda 0.5 and lr schedule, 0.019 at lambda 0, 0.034 with
+# lr 3e-3 too, 0.023 at lr 1e-2; the scripted insider 0.040).
 ATTACKER_DEFAULTS: dict[str, Any] = {"lambda_": 0.0, "lr": 3e-3}
 # the options the learner reads per module (the rest of PPOConfig.training is global)
 ATTACKER_OPTIONS = frozenset({"lambda_", "lr"})

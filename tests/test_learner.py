@@ -19,6 +19,7 @@ from ray.tune.registry import register_env
 
 from marl_bft_rllib.metrics import explained_variance
 from marl_bft_rllib.rllib import MonteCarloPPOTorchLearner, build_ppo_config
+from marl_bft_rllib.rllib.config import ATTACKER_DEFAULTS
 from marl_bft_rllib.rllib.learner import (
     REPLAY_BATCHES_KEY,
     REPLAY_KL_KEY,
@@ -432,6 +433,10 @@ def test_build_ppo_config_attacker_training() -> None:
     attacker = config.get_config_for_module("attacker")
     assert (attacker.lambda_, attacker.lr) == (0.2, 2e-3)
     assert config.get_config_for_module("shared").lambda_ == config.lambda_ == 0.5
+    default = build_ppo_config({"horizon": 60}, adversary="learned")
+    assert default.get_config_for_module("attacker").lambda_ == ATTACKER_DEFAULTS["lambda_"]
+    assert default.get_config_for_module("attacker").lr == ATTACKER_DEFAULTS["lr"]
+    assert not build_ppo_config({"horizon": 60}).algorithm_config_overrides_per_module
     for kwargs, message in (
         ({"attacker_training": {"gamma": 0.5}}, r"^attacker_training: unsupported"),
         ({"attacker_training": {"lambda_": 1.5}}, r"^attacker_training\['lambda_'\]: "),

@@ -33,7 +33,13 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from robustness import VOTES, greedy, train  # noqa: E402
+from robustness import (  # noqa: E402
+    VOTES,
+    add_training_flags,
+    check_training_flags,
+    greedy,
+    train,
+)
 
 from marl_bft_rllib.evaluation import (  # noqa: E402
     INSIDER_CASE,
@@ -107,20 +113,13 @@ def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
 def main() -> None:
     """Run every seed and variant, write the JSON, print the mean gap per variant."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=10, help="defender training iterations")
-    parser.add_argument("--attack-iters", type=int, default=10, help="fresh attacker iterations")
-    parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
-    parser.add_argument("--envs-per-runner", type=int, default=4)
-    parser.add_argument("--episodes", type=int, default=20, help="held-out episodes per case")
+    add_training_flags(parser, seeds=2)
     parser.add_argument(
         "--variants", type=json.loads, default=VARIANTS, help="JSON list of attacker_training"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    for flag in ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    check_training_flags(parser, args)
     if not isinstance(args.variants, list) or not args.variants:
         parser.error("--variants: expected a non-empty JSON list of attacker_training dicts")
     for variant in args.variants:  # a bad option fails here, before Ray starts

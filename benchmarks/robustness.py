@@ -234,15 +234,30 @@ def print_tables(summary: dict[str, Any]) -> None:
     )
 
 
-def main() -> None:
-    """Run every seed, write the JSON, print the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
+TRAINING_FLAGS = ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes")
+
+
+def add_training_flags(parser: argparse.ArgumentParser, seeds: int) -> None:
+    """The count flags of the robustness benchmarks: seeds, iterations, batch, envs, episodes."""
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--iters", type=int, default=10, help="defender training iterations")
     parser.add_argument("--attack-iters", type=int, default=10, help="fresh attacker iterations")
     parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
     parser.add_argument("--envs-per-runner", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
+
+
+def check_training_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every flag of ``add_training_flags`` must be >= 1 (else a parser error naming it)."""
+    for flag in TRAINING_FLAGS:
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+
+
+def main() -> None:
+    """Run every seed, write the JSON, print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_training_flags(parser, seeds=3)
     parser.add_argument("--selfplay-adversary", choices=("mixed", "learned"), default="mixed")
     parser.add_argument(
         "--env-config",
@@ -289,9 +304,7 @@ def main() -> None:
         )
     except ValueError as err:
         parser.error(f"--attacker-strategies: {err}")
-    for flag in ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", "episodes"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    check_training_flags(parser, args)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = []
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from connector_helpers import run_targets
+from connector_helpers import run_targets, terminated_chunk
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
@@ -61,17 +61,7 @@ def test_an_inert_attackers_actions_change_nothing(seed: int, p_drop: float) -> 
 
 def _chunk(n: int, inert_from: int | None) -> dict:
     """One terminated chunk of n steps (+ phantom row); rows from inert_from on are void."""
-    rng = np.random.default_rng(11)
-    mask = np.ones(n + 1, bool)
-    mask[-1] = False
-    done = np.zeros(n + 1, bool)
-    done[n - 1] = True
-    batch = {
-        Columns.REWARDS: rng.normal(5.0, 3.0, n + 1),
-        Columns.LOSS_MASK: mask,
-        Columns.TERMINATEDS: done,
-        Columns.TRUNCATEDS: np.zeros(n + 1, bool),
-    }
+    batch = terminated_chunk(n, seed=11)
     if inert_from is not None:
         inert = np.zeros(n + 1, bool)
         inert[inert_from:] = True

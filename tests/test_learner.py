@@ -389,22 +389,12 @@ def test_build_ppo_config_one_policy_per_replica():
 
 def test_lambda_per_module_sets_each_modules_gae() -> None:
     """lambda_per_module overrides lambda_ for its modules only; the targets stay MC returns."""
-    from connector_helpers import ZeroCritic
+    from connector_helpers import ZeroCritic, terminated_chunk
 
     from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 
-    rng = np.random.default_rng(3)
     n = 40
-    mask = np.ones(n + 1, bool)
-    mask[-1] = False
-    done = np.zeros(n + 1, bool)
-    done[n - 1] = True
-    rows = {
-        Columns.REWARDS: rng.normal(2.0, 3.0, n + 1),
-        Columns.LOSS_MASK: mask,
-        Columns.TERMINATEDS: done,
-        Columns.TRUNCATEDS: np.zeros(n + 1, bool),
-    }
+    rows = terminated_chunk(n, seed=3, mean=2.0)
     r = rows[Columns.REWARDS][:n]
     piece = MonteCarloValueTargets(
         gamma=0.9, lambda_=1.0, lambda_per_module={"a": 0.0}, standardize_advantages="module"

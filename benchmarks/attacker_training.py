@@ -34,13 +34,13 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness import (  # noqa: E402
-    VOTES,
     add_training_flags,
     check_training_flags,
     greedy,
     train,
 )
 
+from marl_bft_rllib.bft import VOTE_STRATEGIES  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
     INSIDER_CASE,
     LEARNED_CASE,
@@ -67,7 +67,7 @@ CASES = ["none", LEARNED_CASE, INSIDER_CASE]
 
 def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     """Scripted-trained defenders of one seed, then one fresh attacker per variant."""
-    learned = {"seed": seed, "attacker_strategies": list(VOTES)}
+    learned = {"seed": seed, "attacker_strategies": list(VOTE_STRATEGIES)}
 
     def config(adversary: str, **kwargs: Any) -> Any:
         env = learned if adversary == "learned" else {"seed": seed}
@@ -94,7 +94,7 @@ def one_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
         )
         report = robustness_report(
             defenders,
-            {"adversary": "mixed", "attacker_strategies": list(VOTES)},
+            {"adversary": "mixed", "attacker_strategies": list(VOTE_STRATEGIES)},
             seeds,
             threshold=threshold,
             attacker=greedy(attack, ATTACKER_POLICY),

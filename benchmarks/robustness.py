@@ -59,8 +59,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marl_bft_rllib.actions import N_ACTIONS  # noqa: E402
-from marl_bft_rllib.bft import ATTACKER_STRATEGIES  # noqa: E402
+from marl_bft_rllib.bft import VOTE_STRATEGIES  # noqa: E402
 from marl_bft_rllib.bft.config import check_strategies  # noqa: E402
 from marl_bft_rllib.env_config import EnvConfig  # noqa: E402
 from marl_bft_rllib.evaluation import (  # noqa: E402
@@ -77,7 +76,6 @@ from marl_bft_rllib.rllib.inference import logits_fn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
 SHARED_COMPONENT = f"learner_group/learner/rl_module/{SHARED_POLICY}"
-VOTES = ATTACKER_STRATEGIES[:N_ACTIONS]  # vote_allow .. vote_quarantine
 
 
 def train(config: Any, iters: int, load_defenders: Path | None = None) -> tuple[Any, float]:
@@ -268,7 +266,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--attacker-strategies",
-        default=",".join(VOTES),
+        default=",".join(VOTE_STRATEGIES),
         help="comma-separated message strategies of every learned attacker (self-play's "
         "and the fresh ones), or 'all' (EnvConfig's default, the nine of the table); "
         "default: the four plain votes (measured the stronger attacker, see the docstring)",
@@ -297,11 +295,7 @@ def main() -> None:
     if "attacker_strategies" in args.env_config:
         parser.error("--env-config: give attacker_strategies as --attacker-strategies")
     try:
-        args.attacker_strategies = (
-            ATTACKER_STRATEGIES
-            if args.attacker_strategies.strip() == "all"
-            else check_strategies(args.attacker_strategies, "attacker_strategies")
-        )
+        args.attacker_strategies = check_strategies(args.attacker_strategies, "attacker_strategies")
     except ValueError as err:
         parser.error(f"--attacker-strategies: {err}")
     check_training_flags(parser, args)

@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 
 import marl_bft_rllib  # noqa: E402
 from marl_bft_rllib import tune as bft_tune  # noqa: E402
+from marl_bft_rllib.bft import VOTE_STRATEGIES  # noqa: E402
 from marl_bft_rllib.bft.config import check_strategies  # noqa: E402
 from marl_bft_rllib.env_config import ADVERSARIES, EnvConfig  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
@@ -108,8 +109,8 @@ FLAGS: list[str | tuple[str, Any, str | None]] = [
     ("--adversary", ADVERSARIES,
      "Byzantine replicas: scripted behaviours, or learned attackers trained alongside"),
     ("--attacker-strategies", None,
-     "learned attackers' message strategies, comma-separated (e.g. the four votes "
-     "vote_allow,vote_alert,vote_block,vote_quarantine); default: all nine"),
+     "learned attackers' message strategies, comma-separated, or 'all' (the nine of "
+     "the table); default: the four plain votes (measured: benchmarks/robustness.py)"),
     ("--per-replica-policies", "switch", "one policy per replica instead of one shared policy"),
     ("--seed", _int(0), "RLlib seed (env runners, torch)"),
     ("--storage-path", None, None),
@@ -182,11 +183,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     overrides = {**ENV_OVERRIDES, **(SMOKE["env"] if args.smoke else {})}
     if args.adversary != "scripted":
         overrides["adversary"] = args.adversary
-    if args.attacker_strategies is not None:
-        if args.adversary == "scripted":
-            parser.error("--attacker-strategies: only with --adversary learned or mixed")
+    if args.attacker_strategies is not None and args.adversary == "scripted":
+        parser.error("--attacker-strategies: only with --adversary learned or mixed")
+    if args.adversary != "scripted":
         try:
-            names = check_strategies(args.attacker_strategies, "attacker_strategies")
+            names = check_strategies(
+                VOTE_STRATEGIES if args.attacker_strategies is None else args.attacker_strategies,
+                "attacker_strategies",
+            )
         except ValueError as e:
             parser.error(f"--attacker-strategies: {e}")
         overrides["attacker_strategies"] = names

@@ -233,6 +233,8 @@ def test_attacker_strategies_bad_values_and_actions() -> None:
         BFTSecurityEnv({"attacker_strategies": ["silent"]})  # scripted: nothing would use it
     env = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": "silent, omit"})
     assert env.config.attacker_strategies == ("silent", "omit")  # a flag's comma list
+    full = BFTSecurityEnv({"adversary": "learned", "attacker_strategies": "all"})
+    assert full.config.attacker_strategies == ATTACKER_STRATEGIES  # "all": the whole table
     env.reset(seed=0)
     ok = dict.fromkeys(env.agents, 0)
     for action in (2, -1, 1.0, True, "silent"):

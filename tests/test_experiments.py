@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from marl_bft_rllib.bft import BEHAVIORS
+from marl_bft_rllib.bft import ATTACKER_STRATEGIES, BEHAVIORS, VOTE_STRATEGIES
 from marl_bft_rllib.rllib.health import EXPLODING
 from marl_bft_rllib.tune import best_checkpoint, build_scheduler, build_stopper, search_spaces
 
@@ -107,8 +107,13 @@ def test_attacker_strategies_flag_reaches_the_env_config(train_mod, tmp_path) ->
     argv = ["--adversary", "learned", "--attacker-strategies", "vote_quarantine, silent"]
     args = train_mod.parse_args([*argv, "--storage-path", str(tmp_path)])
     assert args.env_config["attacker_strategies"] == ("vote_quarantine", "silent")
-    args = train_mod.parse_args(["--adversary", "learned", "--storage-path", str(tmp_path)])
-    assert "attacker_strategies" not in args.env_config  # EnvConfig's default: all nine
+    args = train_mod.parse_args(["--adversary", "mixed", "--storage-path", str(tmp_path)])
+    assert args.env_config["attacker_strategies"] == VOTE_STRATEGIES  # the measured default
+    argv = ["--adversary", "learned", "--attacker-strategies", "all"]
+    args = train_mod.parse_args([*argv, "--storage-path", str(tmp_path)])
+    assert args.env_config["attacker_strategies"] == ATTACKER_STRATEGIES
+    args = train_mod.parse_args(["--storage-path", str(tmp_path)])
+    assert "attacker_strategies" not in args.env_config  # scripted: no learned attacker
 
 
 @pytest.mark.parametrize("stop_iters", [4, 10, 100])

@@ -8,6 +8,7 @@ from marl_bft_rllib.bft.byzantine import (
     LEARNED,
     N_STRATEGIES,
     STRATEGY_REGISTRY,
+    VOTE_STRATEGIES,
     ByzantineBehavior,
 )
 from marl_bft_rllib.bft.config import BEHAVIORS, BFTConfig
@@ -29,6 +30,7 @@ __all__ = [
     "PBFTConsensus",
     "RandomReplica",
     "STRATEGY_REGISTRY",
+    "VOTE_STRATEGIES",
     "SignedMessage",
     "proves_fault",
     "robust_aggregate",

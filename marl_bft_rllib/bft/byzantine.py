@@ -277,6 +277,8 @@ _STRATEGIES: tuple[ByzantineBehavior, ...] = (
 STRATEGY_REGISTRY: dict[str, ByzantineBehavior] = {s.name: s for s in _STRATEGIES}
 ATTACKER_STRATEGIES: tuple[str, ...] = tuple(STRATEGY_REGISTRY)  # names by action index
 N_STRATEGIES = len(ATTACKER_STRATEGIES)
+# the plain votes, vote_allow .. vote_quarantine (actions 0-3): an attacker never convicted
+VOTE_STRATEGIES: tuple[str, ...] = ATTACKER_STRATEGIES[:N_ACTIONS]
 STRATEGY_CODES: tuple[int, ...] = tuple(s.code for s in _STRATEGIES)  # code by action index
 
 
@@ -288,6 +290,8 @@ def _check_registries() -> None:
         raise RuntimeError("strategy names must be distinct")
     if LEARNED in BEHAVIOR_REGISTRY:
         raise RuntimeError(f"{LEARNED!r} is reserved for learned attackers, not a behaviour")
+    if VOTE_STRATEGIES != tuple(f"vote_{a.name.lower()}" for a in Action):
+        raise RuntimeError("the first strategies must be the plain votes, in severity order")
     records = (*_BEHAVIORS, *_STRATEGIES)
     if [r.code for r in records] != list(range(1, len(records) + 1)):
         raise RuntimeError(

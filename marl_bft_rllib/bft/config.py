@@ -38,9 +38,12 @@ def check_behaviors(value: object, field: str) -> tuple[str, ...]:
 def check_strategies(value: object, field: str) -> tuple[str, ...]:
     """Normalise a learned attacker's strategy names to a tuple of distinct known names.
 
-    ``value``: a sequence of names, or one string of comma-separated names (a flag's).
+    ``value``: a sequence of names, or one string of comma-separated names (a flag's);
+    the string ``"all"`` is the whole table, ``ATTACKER_STRATEGIES``.
     """
     if isinstance(value, str):
+        if value.strip() == "all":
+            return ATTACKER_STRATEGIES
         value = tuple(name.strip() for name in value.split(","))
     names = _names(value, field, ATTACKER_STRATEGIES, "strategy")
     if not names or len(set(names)) != len(names):

@@ -20,9 +20,10 @@ Every learned attacker here (self-play's and the fresh ones) plays only the four
 votes (``--attacker-strategies``; ``all`` gives EnvConfig's default table of nine). With
 all nine, a new attacker equivocates about one step in nine, is convicted within about
 nine steps and then changes nothing, so it barely learns: a fresh one lowered its
-defenders' F1 by 0.000-0.004 (``results/robustness_all_strategies.json``, an older
-run); votes only, with the attacker module's own lambda 0 and lr 3e-3 (``ATTACKER_DEFAULTS``,
-``--attacker-training`` changes them), by 0.018-0.032 (3 and 6 seeds).
+defenders' F1 by 0.009 (``results/robustness_all_strategies.json``), and self-play
+against it left the defenders' worst case at 0.933 against 0.959; votes only, by
+0.018-0.032 (3 and 6 seeds), with the attacker module's own lambda 0 and lr 3e-3
+(``ATTACKER_DEFAULTS``; ``--attacker-training`` changes them).
 
     python benchmarks/robustness.py                  # 3 seeds, 10 + 10 iterations
     python benchmarks/robustness.py --seeds 1 --iters 3 --attack-iters 3 --episodes 4

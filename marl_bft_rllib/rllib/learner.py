@@ -306,7 +306,7 @@ class MonteCarloPPOTorchLearner(PPOTorchLearner):
             MonteCarloValueTargets(
                 gamma=self.config.gamma,
                 lambda_=self.config.lambda_,
-                # PPOConfig.multi_agent(algorithm_config_overrides_per_module=...)
+                # config.rl_module(algorithm_config_overrides_per_module=...)
                 lambda_per_module={
                     mid: self.config.get_config_for_module(mid).lambda_
                     for mid in self.config.algorithm_config_overrides_per_module

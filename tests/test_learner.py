@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from connector_helpers import ZeroCritic, terminated_chunk
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
@@ -20,6 +21,7 @@ from ray.tune.registry import register_env
 from marl_bft_rllib.metrics import explained_variance
 from marl_bft_rllib.rllib import MonteCarloPPOTorchLearner, build_ppo_config
 from marl_bft_rllib.rllib.config import ATTACKER_DEFAULTS
+from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 from marl_bft_rllib.rllib.learner import (
     REPLAY_BATCHES_KEY,
     REPLAY_KL_KEY,
@@ -389,10 +391,6 @@ def test_build_ppo_config_one_policy_per_replica():
 
 def test_lambda_per_module_sets_each_modules_gae() -> None:
     """lambda_per_module overrides lambda_ for its modules only; the targets stay MC returns."""
-    from connector_helpers import ZeroCritic, terminated_chunk
-
-    from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
-
     n = 40
     rows = terminated_chunk(n, seed=3, mean=2.0)
     r = rows[Columns.REWARDS][:n]

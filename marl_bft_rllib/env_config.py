@@ -92,6 +92,10 @@ class EnvConfig:
     p_drop: float = 0.0
     p_delay: float = 0.0
     fail_safe_action: int | str = "alert"
+    # What an honest primary certifies: "quorum", the first n - f votes to arrive (DESIGN
+    # section 2), or "all_timely", every vote that reaches it by the deadline (see README,
+    # "Robustness", for what it changes).
+    certificate: str = "quorum"
     reward_table: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REWARD_TABLE))
     vote_weight: float = 0.5
     breach_penalty: float = 100.0
@@ -136,8 +140,8 @@ class EnvConfig:
         self.quarantine_steps = check_int("quarantine_steps", self.quarantine_steps, lo=0)
         self.byzantine_behaviors = check_behaviors(self.byzantine_behaviors, "byzantine_behaviors")
         self.fail_safe_action = parse_action(self.fail_safe_action, "fail_safe_action")
-        # BFTConfig validates n_replicas, n_byzantine, behaviours, p_drop, p_delay with
-        # errors that name the same fields.
+        # BFTConfig validates n_replicas, n_byzantine, behaviours, p_drop, p_delay and
+        # certificate with errors that name the same fields.
         self.bft = BFTConfig(
             n_replicas=self.n_replicas,
             n_byzantine=self.n_byzantine,
@@ -145,9 +149,11 @@ class EnvConfig:
             p_drop=self.p_drop,
             p_delay=self.p_delay,
             fail_safe_action=self.fail_safe_action,
+            certificate=self.certificate,
         )
         self.n_replicas, self.n_byzantine = self.bft.n_replicas, self.bft.n_byzantine
         self.p_drop, self.p_delay = self.bft.p_drop, self.bft.p_delay
+        self.certificate = self.bft.certificate
         if self.byzantine_replicas is not None:
             self.byzantine_replicas = self._byzantine_replicas(self.byzantine_replicas)
         self.threat_rate = check_number(

@@ -14,6 +14,7 @@ from marl_bft_rllib.actions import Action
 from marl_bft_rllib.bft import (
     ATTACKER_STRATEGIES,
     BEHAVIORS,
+    CERTIFICATES,
     DECISION_RULES,
     LEARNED,
     N_STRATEGIES,
@@ -35,7 +36,10 @@ VOTE_STRATEGIES = ("vote_allow", "vote_alert", "vote_block", "vote_quarantine")
 # ---------------------------------------------------------------- helpers
 @st.composite
 def groups(draw: st.DrawFn, lossless: bool = False, sizes: tuple[int, ...] = ()) -> tuple:
-    """A group with b <= f, each Byzantine learned or scripted, a strategy pool, loss and a seed."""
+    """A group with b <= f, each Byzantine learned or scripted, a strategy pool, loss, a seed.
+
+    The certificate rule is drawn too.
+    """
     sizes_st = st.sampled_from(sizes) if sizes else st.integers(4, 10) | st.sampled_from([13, 16])
     n = draw(sizes_st)
     f = (n - 1) // 3
@@ -44,7 +48,10 @@ def groups(draw: st.DrawFn, lossless: bool = False, sizes: tuple[int, ...] = ())
     pool = tuple(draw(st.lists(st.integers(0, N_STRATEGIES - 1), min_size=1, max_size=4)))
     p_drop = 0.0 if lossless else draw(st.sampled_from([0.0, 0.02, 0.1, 0.3, 0.7]))
     p_delay = 0.0 if lossless else draw(st.sampled_from([0.0, 0.05, 0.2]))
-    cfg = BFTConfig(n_replicas=n, n_byzantine=b, p_drop=p_drop, p_delay=p_delay)
+    certificate = draw(st.sampled_from(CERTIFICATES))
+    cfg = BFTConfig(
+        n_replicas=n, n_byzantine=b, p_drop=p_drop, p_delay=p_delay, certificate=certificate
+    )
     return cfg, names, pool, draw(st.integers(0, 2**32 - 1))
 
 
@@ -212,14 +219,15 @@ def test_beyond_f_learned_attackers_keep_running_and_report(
     assert stats["agreement_violations"] == agreement and stats["validity_violations"] == validity
 
 
+@pytest.mark.parametrize("certificate", CERTIFICATES)
 @pytest.mark.parametrize("seed", range(4))
 def test_fast_path_equals_full_simulation_with_learned_attackers(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, certificate: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(seed)
     for n in (4, 5, 7, 10, 13):
         b = int(rng.integers(1, (n - 1) // 3 + 1))
-        cfg = BFTConfig(n_replicas=n, n_byzantine=b)
+        cfg = BFTConfig(n_replicas=n, n_byzantine=b, certificate=certificate)
         fast, full = PBFTConsensus(cfg), PBFTConsensus(cfg)
         monkeypatch.setattr(full, "_view_fast", full._view_full)
         fast.reset(np.random.default_rng(seed), behaviors=LEARNED)

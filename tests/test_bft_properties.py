@@ -6,14 +6,21 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marl_bft_rllib.bft import BEHAVIORS, BFTConfig, PBFTConsensus, proves_fault, robust_aggregate
+from marl_bft_rllib.bft import (
+    BEHAVIORS,
+    CERTIFICATES,
+    BFTConfig,
+    PBFTConsensus,
+    proves_fault,
+    robust_aggregate,
+)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
 @st.composite
 def groups(draw: st.DrawFn, lossless: bool = False, sizes: tuple[int, ...] = ()) -> tuple:
-    """A consensus group with b <= f, a behaviour subset, loss rates and a seed."""
+    """A consensus group with b <= f, a behaviour subset, loss rates, a certificate rule, a seed."""
     sizes_st = st.sampled_from(sizes) if sizes else st.integers(4, 10) | st.sampled_from([13, 16])
     n = draw(sizes_st)
     f = (n - 1) // 3
@@ -22,7 +29,12 @@ def groups(draw: st.DrawFn, lossless: bool = False, sizes: tuple[int, ...] = ())
     p_drop = 0.0 if lossless else draw(st.sampled_from([0.0, 0.02, 0.1, 0.3, 0.7]))
     p_delay = 0.0 if lossless else draw(st.sampled_from([0.0, 0.05, 0.2]))
     cfg = BFTConfig(
-        n_replicas=n, n_byzantine=b, byzantine_behaviors=behaviors, p_drop=p_drop, p_delay=p_delay
+        n_replicas=n,
+        n_byzantine=b,
+        byzantine_behaviors=behaviors,
+        p_drop=p_drop,
+        p_delay=p_delay,
+        certificate=draw(st.sampled_from(CERTIFICATES)),
     )
     return cfg, draw(st.integers(0, 2**32 - 1))
 

@@ -10,6 +10,7 @@ import pytest
 from marl_bft_rllib.actions import Action
 from marl_bft_rllib.bft import (
     BEHAVIORS,
+    CERTIFICATES,
     BFTConfig,
     ConsensusResult,
     PBFTConsensus,
@@ -38,6 +39,7 @@ from marl_bft_rllib.metrics import BFT_STAT_KEYS
         ({"fail_safe_action": 7}, "fail_safe_action"),
         ({"fail_safe_action": "ignore"}, "fail_safe_action"),
         ({"on_off_period": 0}, "on_off_period"),
+        ({"certificate": "all"}, "certificate"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(kwargs: dict, field: str) -> None:
@@ -281,14 +283,51 @@ def test_on_off_alternates_honest_and_allow_phases() -> None:
     assert 0 in revealed and 3 in revealed
 
 
+@pytest.mark.parametrize("p_drop", [0.0, 0.2])
+def test_certificate_sizes_follow_the_rule(p_drop: float) -> None:
+    sizes = {}
+    for certificate in CERTIFICATES:
+        bft = PBFTConsensus(
+            BFTConfig(n_replicas=7, n_byzantine=0, p_drop=p_drop, certificate=certificate)
+        )
+        bft.reset(np.random.default_rng(3))
+        rng = np.random.default_rng(4)
+        sizes[certificate] = {
+            int(r.certificate.sum())
+            for r in (bft.decide(rng.integers(0, 4, size=7)) for _ in range(200))
+            if r.committed
+        }
+    assert sizes["quorum"] == {5}  # n - f, whatever arrived
+    if p_drop:  # every vote that reached the primary in time: n - f up to n
+        assert sizes["all_timely"] == {5, 6, 7}
+    else:
+        assert sizes["all_timely"] == {7}
+
+
+def test_all_timely_certificate_keeps_the_honest_majority_against_an_insider() -> None:
+    # honest votes Block, Block, Allow; replica 3 always votes Allow. A certificate of
+    # n - f = 3 votes holding both Allows decides Allow; all four votes decide Block.
+    votes = np.array([Action.BLOCK, Action.BLOCK, Action.ALLOW, Action.BLOCK])
+    decisions = {}
+    for certificate in CERTIFICATES:
+        bft = PBFTConsensus(BFTConfig(certificate=certificate))
+        bft.reset(np.random.default_rng(0), byzantine=[3], behaviors="always_allow")
+        decisions[certificate] = {int(bft.decide(votes).decision) for _ in range(60)}
+    assert decisions["all_timely"] == {Action.BLOCK}
+    assert decisions["quorum"] == {Action.ALLOW, Action.BLOCK}
+
+
+@pytest.mark.parametrize("certificate", CERTIFICATES)
 @pytest.mark.parametrize("seed", range(6))
-def test_fast_path_equals_full_simulation(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_equals_full_simulation(
+    seed: int, certificate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(seed)
     for n in (4, 5, 7, 10, 13):
         f = (n - 1) // 3
         b = int(rng.integers(0, f + 1))
         behaviors = list(rng.choice(BEHAVIORS, size=b)) or None
-        cfg = BFTConfig(n_replicas=n, n_byzantine=b)
+        cfg = BFTConfig(n_replicas=n, n_byzantine=b, certificate=certificate)
         fast, full = PBFTConsensus(cfg), PBFTConsensus(cfg)
         # run the full simulation even where the fast path applies
         monkeypatch.setattr(full, "_view_fast", full._view_full)

@@ -11,7 +11,7 @@ from connector_helpers import run_targets
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
-from marl_bft_rllib.bft import N_STRATEGIES
+from marl_bft_rllib.bft import CERTIFICATES, N_STRATEGIES
 from marl_bft_rllib.env import COUNTERFACTUAL_INFO_KEY, BFTSecurityEnv, outcome_reward
 from marl_bft_rllib.rllib.connector import MonteCarloValueTargets
 from marl_bft_rllib.rllib.counterfactual import (
@@ -53,8 +53,9 @@ def test_counterfactual_reward_of_the_vote_cast_is_the_reward():
     assert steps > 1000
 
 
-def test_counterfactual_rewards_are_what_replaying_the_step_with_each_vote_gives():
-    env = BFTSecurityEnv({**PLAIN, "byzantine_behaviors": VOTE_BLIND})
+@pytest.mark.parametrize("certificate", CERTIFICATES)
+def test_counterfactual_rewards_are_what_replaying_the_step_with_each_vote_gives(certificate):
+    env = BFTSecurityEnv({**PLAIN, "byzantine_behaviors": VOTE_BLIND, "certificate": certificate})
     differs = 0
     for before, actions, _, infos in _random_steps(env, 3, keep_before=True):
         agent = next(iter(actions))

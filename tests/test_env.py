@@ -179,6 +179,7 @@ def test_step_rejects_missing_or_bad_actions():
         ({"shaping": "sometimes"}, "shaping"),
         ({"p_drop": 1.5}, "p_drop"),
         ({"fail_safe_action": "explode"}, "fail_safe_action"),
+        ({"certificate": "everyone"}, "certificate"),
         ({"threat_rate": 0.0}, "threat_rate"),
         ({"vote_weight": -1.0}, "vote_weight"),
         ({"byzantine_replicas": (9,)}, "byzantine_replicas"),

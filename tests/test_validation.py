@@ -115,6 +115,7 @@ BFT_BAD: dict[str, list[Any]] = {
     "deadline_views": [0, -2, 1.5, "2", True],
     "fail_safe_action": [7, -1, "ignore", None, 1.5, True],
     "on_off_period": [0, 1.5, None, True, "5"],
+    "certificate": ["all", "", "QUORUM", None, 1, True],
 }
 
 ENV_BAD: dict[str, list[Any]] = {
@@ -155,6 +156,7 @@ ENV_BAD: dict[str, list[Any]] = {
     "p_drop": [1.5, -0.1, NAN, None, "0.1", True],
     "p_delay": [1.5, -0.1, NAN, None, True],
     "fail_safe_action": ["explode", 7, None, 1.5, True],
+    "certificate": ["all", "", None, 0, True],
     "reward_table": [
         {"tp": 10, "bonus": 3},
         {"tp": NAN},

@@ -11,7 +11,7 @@ from marl_bft_rllib.bft.byzantine import (
     VOTE_STRATEGIES,
     ByzantineBehavior,
 )
-from marl_bft_rllib.bft.config import BEHAVIORS, BFTConfig
+from marl_bft_rllib.bft.config import BEHAVIORS, CERTIFICATES, BFTConfig
 from marl_bft_rllib.bft.messages import MsgType, SignedMessage, proves_fault
 from marl_bft_rllib.bft.protocol import ConsensusResult, PBFTConsensus
 
@@ -20,6 +20,7 @@ __all__ = [
     "BEHAVIORS",
     "BEHAVIOR_REGISTRY",
     "BFTConfig",
+    "CERTIFICATES",
     "ByzantineBehavior",
     "ConsensusResult",
     "DECISION_RULES",

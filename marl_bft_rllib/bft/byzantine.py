@@ -372,18 +372,25 @@ Certificate = tuple[list[int], list[int]]  # (voters, their votes), primary firs
 
 
 def build_certificates(
-    mode: int, primary: int, arrivals: Sequence[int], vote: Sequence[int], size: int
+    mode: int,
+    primary: int,
+    arrivals: Sequence[int],
+    vote: Sequence[int],
+    size: int,
+    take_all: bool = False,
 ) -> list[Certificate]:
     """Certificates a primary signs from its own vote and `arrivals` (backups in arrival order).
 
     Returns [] when fewer than `size` votes are available, one certificate normally,
-    two conflicting ones for an equivocating primary.
+    two conflicting ones for an equivocating primary. A protocol-following primary puts
+    the first ``size - 1`` arrivals next to its own vote, or with `take_all` every one
+    (``certificate="all_timely"``); the malicious modes always sign `size` votes.
     """
     if len(arrivals) + 1 < size:
         return []
     k = size - 1
     if mode == PRIMARY_HONEST:
-        voters = [primary, *arrivals[:k]]
+        voters = [primary, *(arrivals if take_all else arrivals[:k])]
         return [(voters, [vote[i] for i in voters])]
     if mode == PRIMARY_SELECTIVE:
         pool = [primary, *arrivals]

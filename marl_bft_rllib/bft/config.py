@@ -7,10 +7,15 @@ from dataclasses import dataclass
 
 from marl_bft_rllib.actions import Action, parse_action
 from marl_bft_rllib.bft.byzantine import ATTACKER_STRATEGIES, BEHAVIOR_REGISTRY
-from marl_bft_rllib.validation import check_int, check_number
+from marl_bft_rllib.validation import check_choice, check_int, check_number
 
 # Names of the Byzantine behaviours, in registry order (the env's state() one-hot order).
 BEHAVIORS: tuple[str, ...] = tuple(BEHAVIOR_REGISTRY)
+
+# What a protocol-following primary certifies: "quorum", the first n - f votes to arrive
+# (DESIGN section 2), or "all_timely", every vote that reaches it by the view's deadline
+# (still at least n - f; with b <= f the trimmed pick stays within the honest votes).
+CERTIFICATES: tuple[str, ...] = ("quorum", "all_timely")
 
 
 def _names(value: object, field: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -66,6 +71,7 @@ class BFTConfig:
     deadline_views: int | None = None  # views tried per instance before undecided; None -> f + 1
     fail_safe_action: int = Action.ALERT  # applied when an instance is undecided
     on_off_period: int = 5  # steps per phase of an `on_off` replica (honest phase first)
+    certificate: str = "quorum"  # one of CERTIFICATES
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -89,6 +95,7 @@ class BFTConfig:
             set_(self, "deadline_views", check_int("deadline_views", self.deadline_views, lo=1))
         set_(self, "fail_safe_action", parse_action(self.fail_safe_action, "fail_safe_action"))
         set_(self, "on_off_period", check_int("on_off_period", self.on_off_period, lo=1))
+        set_(self, "certificate", check_choice("certificate", self.certificate, CERTIFICATES))
 
     @property
     def f(self) -> int:

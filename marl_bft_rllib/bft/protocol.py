@@ -22,7 +22,8 @@ single, Byzantine one (the agreement property test finds that split at once).
 2. VOTE: every backup sends its signed vote (action) to the primary.
 3. PRE-PREPARE: the primary puts its own vote and the first ``n - f - 1`` votes to
    arrive (arrival order: ring order from a random rotation) into a certificate and
-   sends it to every backup. Replicas accept it when its voters are authentic,
+   sends it to every backup; with ``certificate="all_timely"`` it puts in every vote
+   that arrived by the deadline (at least ``n - f - 1``). Replicas accept it when its voters are authentic,
    distinct and not convicted, and the view and seq are right (the simulated
    certificates always are; only delivery can fail).
 4. PREPARE: every backup that accepted a pre-prepare broadcasts PREPARE(digest). A
@@ -190,7 +191,8 @@ class PBFTConsensus:
         self.n, self.f = n, f
         # Byzantine quorum: any two intersect in an honest replica; 2f + 1 when n = 3f + 1
         self.quorum = (n + f + 2) // 2
-        self._cert_size = n - f  # votes in a certificate
+        self._cert_size = n - f  # votes in a certificate (at least, with "all_timely")
+        self._take_all = config.certificate == "all_timely"
         self._deadline = config.deadline
         self._lossy = config.p_drop > 0.0 or config.p_delay > 0.0
         self._ring = [[(p + 1 + j) % n for j in range(n - 1)] for p in range(n)]
@@ -629,7 +631,9 @@ class PBFTConsensus:
         ring = self._ring[primary]
         arrives = self._vote_arrives
         arrivals = [i for i in ring[rotation:] + ring[:rotation] if arrives[i]]
-        certificates = bz.build_certificates(mode, primary, arrivals, vote, self._cert_size)
+        certificates = bz.build_certificates(
+            mode, primary, arrivals, vote, self._cert_size, self._take_all
+        )
         messages = self._fast_view_messages[changed]
         convictions = [
             (s, self._proof(MsgType.PREPARE, view, seq, s, 0, BOGUS_DIGEST))
@@ -686,7 +690,9 @@ class PBFTConsensus:
         if mode == bz.PRIMARY_DELAY:
             messages += n - 1
         elif mode != bz.PRIMARY_SILENT and view_change_quorum:
-            certificates = bz.build_certificates(mode, primary, arrivals, vote, self._cert_size)
+            certificates = bz.build_certificates(
+                mode, primary, arrivals, vote, self._cert_size, self._take_all
+            )
             if certificates:
                 messages += n - 1
         if not certificates:

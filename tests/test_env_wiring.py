@@ -133,6 +133,21 @@ def test_observation_history_protocol_and_peer_slices():
             np.testing.assert_array_equal(obs[lay["convicted"]], 0.0)
 
 
+@pytest.mark.parametrize("certificate", ["quorum", "all_timely"])
+def test_certificate_rule_sets_how_many_votes_are_revealed(certificate):
+    cfg = {"byzantine_behaviors": ["always_allow"], "byzantine_replicas": (2,), "horizon": 40}
+    env, steps, _ = scripted({**cfg, "certificate": certificate}, 0, lambda t, a, o: 3)
+    lay = env.observation_layout()
+    for step in steps[:-1]:
+        for obs in step["obs_next"].values():
+            peers = obs[lay["peer_votes"]]
+            # all_timely: all four votes, the insider's Allow too; quorum: n - f = 3 of them
+            assert (peers >= 0).sum() == (4 if certificate == "all_timely" else 3)
+            assert peers[2] in ((0.0,) if certificate == "all_timely" else (-1.0, 0.0))
+            if certificate == "all_timely":  # Quarantine from 3 honest, Allow: Quarantine
+                assert step["info"]["decision"] == Action.QUARANTINE
+
+
 def test_peer_dissent_is_the_running_mean_over_the_last_revealed_votes():
     cfg = {"n_byzantine": 0, "horizon": 60, "peer_stats_window": 4}
     pattern = [Action.ALLOW, Action.ALERT, Action.BLOCK, Action.QUARANTINE]

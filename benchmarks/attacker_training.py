@@ -38,6 +38,7 @@ from robustness import (  # noqa: E402
     check_training_flags,
     greedy,
     train,
+    training_seeds,
 )
 
 from marl_bft_rllib.bft import VOTE_STRATEGIES  # noqa: E402
@@ -131,7 +132,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.seeds):
+            for seed in training_seeds(args):
                 rows += one_seed(seed, args, Path(tmp))
     finally:
         ray.shutdown()

@@ -35,6 +35,10 @@ against it left the defenders' worst case at 0.933 against 0.959; votes only, by
         --out benchmarks/results/robustness_all_strategies.json  # the nine strategies
     python benchmarks/robustness.py --attacker-training '{"lambda_": 0.5}' \
         --out /tmp/attacker_lambda05.json        # the attacker at the defenders' lambda
+    python benchmarks/robustness.py --env-config '{"certificate": "all_timely"}' \
+        --out benchmarks/results/robustness_all_timely.json  # every timely vote certified
+    python benchmarks/robustness.py --seeds 3 --seed-offset 3 --out /tmp/seeds_3_5.json
+        # training seeds 3-5: adds seeds to an earlier run's 0-2 instead of repeating them
 
 Results to expect: the targets are (a) the self-play defenders' worst-case F1 over all
 cases, their fresh attacker included, is at least the scripted-trained defenders' (the
@@ -239,6 +243,12 @@ TRAINING_FLAGS = ("seeds", "iters", "attack_iters", "batch", "envs_per_runner", 
 def add_training_flags(parser: argparse.ArgumentParser, seeds: int) -> None:
     """The count flags of the robustness benchmarks: seeds, iterations, batch, envs, episodes."""
     parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="first training seed (default 0): a later run adds seeds instead of repeating them",
+    )
     parser.add_argument("--iters", type=int, default=10, help="defender training iterations")
     parser.add_argument("--attack-iters", type=int, default=10, help="fresh attacker iterations")
     parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
@@ -247,10 +257,17 @@ def add_training_flags(parser: argparse.ArgumentParser, seeds: int) -> None:
 
 
 def check_training_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every flag of ``add_training_flags`` must be >= 1 (else a parser error naming it)."""
+    """Every count flag of ``add_training_flags`` must be >= 1, ``--seed-offset`` >= 0."""
     for flag in TRAINING_FLAGS:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    if args.seed_offset < 0:
+        parser.error(f"--seed-offset: must be >= 0, got {args.seed_offset}")
+
+
+def training_seeds(args: argparse.Namespace) -> range:
+    """The training seeds a run uses: ``--seeds`` of them from ``--seed-offset``."""
+    return range(args.seed_offset, args.seed_offset + args.seeds)
 
 
 def main() -> None:
@@ -304,7 +321,7 @@ def main() -> None:
     runs = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.seeds):
+            for seed in training_seeds(args):
                 runs.append(one_seed(seed, args, Path(tmp)))
     finally:
         ray.shutdown()

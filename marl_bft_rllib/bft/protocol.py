@@ -23,9 +23,10 @@ single, Byzantine one (the agreement property test finds that split at once).
 3. PRE-PREPARE: the primary puts its own vote and the first ``n - f - 1`` votes to
    arrive (arrival order: ring order from a random rotation) into a certificate and
    sends it to every backup; with ``certificate="all_timely"`` it puts in every vote
-   that arrived by the deadline (at least ``n - f - 1``). Replicas accept it when its voters are authentic,
-   distinct and not convicted, and the view and seq are right (the simulated
-   certificates always are; only delivery can fail).
+   that arrived by the deadline (at least ``n - f - 1``). A Byzantine primary that
+   deviates (selective, equivocating) always signs ``n - f`` votes. Replicas accept a
+   certificate when its voters are authentic, distinct and not convicted, and the view
+   and seq are right (the simulated certificates always are; only delivery can fail).
 4. PREPARE: every backup that accepted a pre-prepare broadcasts PREPARE(digest). A
    replica is *prepared* with the pre-prepare and ``Q - 1`` matching PREPAREs (its
    own counts; the primary sends none).

@@ -8,6 +8,7 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 from marl_bft_rllib.actions import Action
+from marl_bft_rllib.bft import CERTIFICATES
 from marl_bft_rllib.env import BFTSecurityEnv
 from marl_bft_rllib.env_config import EnvConfig
 from marl_bft_rllib.scenarios import scenario_config
@@ -133,7 +134,7 @@ def test_observation_history_protocol_and_peer_slices():
             np.testing.assert_array_equal(obs[lay["convicted"]], 0.0)
 
 
-@pytest.mark.parametrize("certificate", ["quorum", "all_timely"])
+@pytest.mark.parametrize("certificate", CERTIFICATES)
 def test_certificate_rule_sets_how_many_votes_are_revealed(certificate):
     cfg = {"byzantine_behaviors": ["always_allow"], "byzantine_replicas": (2,), "horizon": 40}
     env, steps, _ = scripted({**cfg, "certificate": certificate}, 0, lambda t, a, o: 3)

@@ -37,6 +37,9 @@ Writes ``benchmarks/results/value_learning.json`` and prints the comparison.
     python benchmarks/value_learning.py --iters 10 \
         --variants stock:lambda_=0.95 stock:lambda_=0.5 stock:gamma=0.95 \
         --out benchmarks/results/value_learning_grid.json    # stock's (gamma, lambda) grid
+    python benchmarks/value_learning.py --iters 10 --seeds 6 --seed-offset 6 \
+        --variants ours stock:lambda_=0.5 --out /tmp/vl_seeds_6_11.json
+        # training seeds 6-11: adds seeds to an earlier run's 0-5 instead of repeating them
 """
 
 from __future__ import annotations
@@ -250,17 +253,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="first training seed (default 0): a later run adds seeds instead of repeating them",
+    )
     parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
     parser.add_argument("--envs-per-runner", type=int, default=4)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    for flag in ("iters", "seeds", "batch", "envs_per_runner", "eval_episodes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    if args.seed_offset < 0:
+        parser.error(f"--seed-offset: must be >= 0, got {args.seed_offset}")
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     for v in args.variants:  # fail on a bad variant before any training
         build_variant(v, 0, args.batch, args.envs_per_runner)
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    runs = {v: [run(v, seed, args) for seed in range(args.seeds)] for v in args.variants}
+    runs = {v: [run(v, seed, args) for seed in seeds] for v in args.variants}
     ray.shutdown()
     summary = {v: summarise(seeds) for v, seeds in runs.items()}
     report = {
@@ -268,6 +283,7 @@ def main() -> None:
         "command": "python benchmarks/value_learning.py " + " ".join(sys.argv[1:]),
         "args": {k: str(v) for k, v in vars(args).items()},
         "machine": platform.platform(),
+        "training_seeds": seeds,
         "summary_mean_over_seeds": summary,
         "runs": runs,
     }

@@ -5,6 +5,7 @@ How to run
     python experiments/train_tune.py --smoke   # a tiny end-to-end run (tests)
     python experiments/train_tune.py --adversary learned  # self-play: defenders + attacker
     python experiments/train_tune.py --resume  # continue the latest interrupted experiment
+    python experiments/train_tune.py --env-config '{"certificate": "all_timely"}'  # EnvConfig
     python experiments/train_tune.py --address auto --search full --num-samples 8  # a search
 Evaluation is greedy on held-out seeds, checkpoints are kept by evaluation F1, and the last
 line is ``BEST_CHECKPOINT <path> EVAL_F1 <value>``. Every default lives in ``DEFAULTS`` /
@@ -18,6 +19,7 @@ Results to expect
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -111,6 +113,9 @@ FLAGS: list[str | tuple[str, Any, str | None]] = [
     ("--attacker-strategies", None,
      "learned attackers' message strategies, comma-separated, or 'all' (the nine of "
      "the table); default: the four plain votes (measured: benchmarks/robustness.py)"),
+    ("--env-config", bft_tune.json_object,
+     "EnvConfig fields (JSON object) over the scenario preset, e.g. "
+     "'{\"certificate\": \"all_timely\", \"p_drop\": 0.1}'"),
     ("--per-replica-policies", "switch", "one policy per replica instead of one shared policy"),
     ("--seed", _int(0), "RLlib seed (env runners, torch)"),
     ("--storage-path", None, None),
@@ -119,6 +124,11 @@ FLAGS: list[str | tuple[str, Any, str | None]] = [
      "resume the interrupted experiment storage_path/name (default: the latest one)"),
     ("--smoke", "switch", "tiny run for tests: 2 iterations, tiny batches"),
 ]  # fmt: skip
+DESTS = [row[0][2:].replace("-", "_") for row in FLAGS if not isinstance(row, str)]
+# What --resume may change; every other flag is fixed when the experiment starts (Tune
+# restores its config, stopper and scheduler), so --resume reads them from RECORD.
+RESUME_DESTS = ("address", "num_cpus", "storage_path", "name", "resume")
+RECORD = "train_tune_flags.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"scenarios: {'; '.join(map(': '.join, SCENARIO_DOCS.items()))}. search presets: "
         f"{'; '.join(map(': '.join, bft_tune.SEARCH_DOCS.items()))}",
     )
-    p.set_defaults(**DEFAULTS)  # also args.health_grace_iters, which is no flag
+    p.set_defaults(**DEFAULTS, env_config=None)  # also args.health_grace_iters, no flag
     for row in FLAGS:  # the defaults come from DEFAULTS (set_defaults above)
         if isinstance(row, str):
             group = p.add_argument_group(row)
@@ -176,8 +186,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.name = bft_tune.experiment_to_resume(args.storage_path, args.name)
         except ValueError as e:
             parser.error(f"--resume: {e}")
-    elif args.name is None:
+        return restore_flags(args, given_flags(argv))
+    if args.name is None:
         args.name = f"marl_bft_{args.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
+    args.flags = {d: getattr(args, d) for d in DESTS if d not in RESUME_DESTS}  # for RECORD
     if args.adversary == "learned" and args.per_replica_policies:
         parser.error("--per-replica-policies: not with --adversary learned (shared + attacker)")
     overrides = {**ENV_OVERRIDES, **(SMOKE["env"] if args.smoke else {})}
@@ -193,12 +205,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             except ValueError as e:
                 parser.error(f"--attacker-strategies: {e}")
         overrides["attacker_strategies"] = names
-    args.env_config = scenario_config(args.scenario, **overrides)
+    given = args.env_config or {}
+    for key in ("adversary", "attacker_strategies", "seed"):  # each has its own flag
+        if key in given:
+            flag = "--" + key.replace("_", "-")
+            parser.error(f"--env-config: set {key!r} with {flag}, not in the JSON")
+    args.env_config = scenario_config(args.scenario, **{**overrides, **given})
     try:  # the env config is validated here, before Ray starts
         EnvConfig.from_any(args.env_config)
     except ValueError as e:
-        parser.error(f"--scenario: {args.scenario!r} gives a bad env config: {e}")
+        flag = "--env-config" if given else "--scenario"
+        parser.error(f"{flag}: scenario {args.scenario!r} gives a bad env config: {e}")
     return args
+
+
+def given_flags(argv: Sequence[str] | None) -> set[str]:
+    """The flags (as dests) given on the command line, abbreviations included."""
+    unset = object()
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(DESTS, unset))
+    args = probe.parse_args(argv)
+    return {d for d in DESTS if getattr(args, d) is not unset}
+
+
+def restore_flags(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:
+    """``args`` with the flags the experiment was started with, from its RECORD; a flag
+    given now with another value is an error (Tune would not apply it)."""
+    path = Path(args.storage_path) / args.name / RECORD
+    if not path.is_file():  # an experiment started before RECORD existed
+        if fixed := sorted(given - set(RESUME_DESTS)):
+            names = ", ".join("--" + d.replace("_", "-") for d in fixed)
+            print(f"--resume: {path} is missing; not applied: {names}", file=sys.stderr)
+        return args
+    record = json.loads(path.read_text())
+    for dest in sorted(given - set(RESUME_DESTS)):
+        if getattr(args, dest) != record["flags"][dest]:
+            flag = "--" + dest.replace("_", "-")
+            args.parser.error(
+                f"{flag}: the experiment {args.name!r} was started with {record['flags'][dest]!r}"
+                f", and --resume continues it with the flags it started with; got"
+                f" {getattr(args, dest)!r}"
+            )
+    vars(args).update(record["flags"], env_config=record["env_config"])
+    return args
+
+
+def write_record(args: argparse.Namespace, exp_dir: Path) -> None:
+    """Save the flags and env config of a new experiment for a later --resume."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    record = {"flags": args.flags, "env_config": args.env_config}
+    (exp_dir / RECORD).write_text(json.dumps(record, indent=1, default=list))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(exp_dir), trainable=bft_tune.PPO, resume_unfinished=True, resume_errored=True
             )
         else:
+            if "://" not in args.storage_path:
+                write_record(args, exp_dir)
             config = bft_tune.build_config(
                 args.env_config, shared_policy=not args.per_replica_policies, seed=args.seed,
                 training={**TRAINING, **(SMOKE["training"] if args.smoke else {})},

@@ -486,6 +486,17 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
     return _argparse_type(check, "number")
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a JSON object, such as ``'{"certificate": "all_timely"}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
+
+
 # -- Ray -----------------------------------------------------------------------------------
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local Ray instance of ``num_cpus`` CPUs."""
@@ -996,6 +1007,7 @@ __all__ = [
     "init_ray",
     "int_at_least",
     "is_infrastructure_error",
+    "json_object",
     "resolve_storage",
     "run_config",
     "save_results",

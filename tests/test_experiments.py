@@ -72,6 +72,12 @@ def eval_mod() -> ModuleType:
         (["--attacker-strategies", "silent"], "--attacker-strategies"),  # scripted
         (["--adversary", "learned", "--attacker-strategies", "silent,x"], "--attacker-strategies"),
         (["--adversary", "mixed", "--attacker-strategies", ""], "--attacker-strategies"),
+        (["--env-config", "{p_drop: 0.1}"], "--env-config"),  # not JSON
+        (["--env-config", "[0.1]"], "--env-config"),  # not an object
+        (["--env-config", '{"p_dropp": 0.1}'], "--env-config"),  # no such field
+        (["--env-config", '{"certificate": "most"}'], "--env-config"),
+        (["--env-config", '{"adversary": "learned"}'], "--env-config"),  # has its own flag
+        (["--env-config", '{"seed": 3}'], "--env-config"),
     ],
 )
 def test_bad_flags_name_the_flag(train_mod, tmp_path, capsys, argv, flag) -> None:
@@ -114,6 +120,37 @@ def test_attacker_strategies_flag_reaches_the_env_config(train_mod, tmp_path) ->
     assert args.env_config["attacker_strategies"] == ATTACKER_STRATEGIES
     args = train_mod.parse_args(["--storage-path", str(tmp_path)])
     assert "attacker_strategies" not in args.env_config  # scripted: no learned attacker
+
+
+def test_env_config_flag_overrides_the_scenario(train_mod, tmp_path) -> None:
+    argv = ["--scenario", "no_byzantine", "--env-config", '{"certificate": "all_timely"}']
+    args = train_mod.parse_args([*argv, "--storage-path", str(tmp_path)])
+    assert args.env_config["certificate"] == "all_timely"
+    assert args.env_config["n_byzantine"] == 0  # the preset's own fields stay
+    argv = ["--smoke", "--env-config", '{"horizon": 90}']  # over the smoke preset too
+    assert (
+        train_mod.parse_args([*argv, "--storage-path", str(tmp_path)]).env_config["horizon"] == 90
+    )
+
+
+def test_resume_takes_the_flags_the_experiment_started_with(train_mod, tmp_path, capsys) -> None:
+    argv = ["--smoke", "--scenario", "no_byzantine", "--stop-iters", "8"]
+    argv += ["--env-config", '{"p_drop": 0.1}', "--storage-path", str(tmp_path), "--name", "exp"]
+    started = train_mod.parse_args(argv)
+    train_mod.write_record(started, tmp_path / "exp")
+    (tmp_path / "exp" / "tuner.pkl").touch()  # what Tuner.can_restore looks for
+    resumed = train_mod.parse_args(["--resume", "--storage-path", str(tmp_path)])
+    assert (resumed.name, resumed.scenario, resumed.stop_iters) == ("exp", "no_byzantine", 8)
+    assert resumed.smoke and resumed.env_config == started.env_config
+    again = ["--resume", "--stop-iters", "8", "--smoke", "--storage-path", str(tmp_path)]
+    assert train_mod.parse_args(again).stop_iters == 8  # the same values may be repeated
+    changed = [("--stop-it", "50", "--stop-iters"), ("--scenario", "default", "--scenario")]
+    for flag, value, named in [*changed, ("--env-config", "{}", "--env-config")]:
+        with pytest.raises(SystemExit) as exc:  # Tune would not apply it: an error, not ignored
+            train_mod.parse_args(["--resume", flag, value, "--storage-path", str(tmp_path)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "the flags it started with" in err and named in err
 
 
 @pytest.mark.parametrize("stop_iters", [4, 10, 100])

@@ -1,4 +1,5 @@
-"""--resume after a SIGINT: no iteration redone twice, parseable progress, carried F1 never NaN."""
+"""--resume after a SIGINT: no iteration redone twice, parseable progress, carried F1 never NaN,
+and the experiment continues with the flags it started with."""
 
 from __future__ import annotations
 
@@ -52,10 +53,11 @@ def test_sigint_then_resume_continues_from_the_last_iteration(tmp_path):
     proc.communicate(timeout=180)
     assert interrupted_at < STOP_ITERS
 
-    done = subprocess.run(
-        _cmd(tmp_path, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    resume = [sys.executable, str(TRAIN), "--resume", "--storage-path", str(tmp_path)]
+    done = subprocess.run(resume, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((exp / "summary.json").read_text())  # the started run's flags, not
+    assert summary["env_config"]["horizon"] == 150  # today's defaults (--smoke's horizon)
 
     trial = _trial_dir(exp)
     results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]

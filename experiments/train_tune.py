@@ -238,12 +238,17 @@ def restore_flags(args: argparse.Namespace, given: set[str]) -> argparse.Namespa
             names = ", ".join("--" + d.replace("_", "-") for d in fixed)
             print(f"--resume: {path} is missing; not applied: {names}", file=sys.stderr)
         return args
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        record = {"flags": dict(record["flags"]), "env_config": dict(record["env_config"])}
+    except (ValueError, TypeError, KeyError) as e:
+        args.parser.error(f"--resume: {path} is not a flags record ({e!r}); move it away to go on")
     for dest in sorted(given - set(RESUME_DESTS)):
-        if getattr(args, dest) != record["flags"][dest]:
+        if getattr(args, dest) != record["flags"].get(dest):
             flag = "--" + dest.replace("_", "-")
             args.parser.error(
-                f"{flag}: the experiment {args.name!r} was started with {record['flags'][dest]!r}"
+                f"{flag}: the experiment {args.name!r} was started with"
+                f" {record['flags'].get(dest)!r}"
                 f", and --resume continues it with the flags it started with; got"
                 f" {getattr(args, dest)!r}"
             )

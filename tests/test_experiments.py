@@ -151,6 +151,10 @@ def test_resume_takes_the_flags_the_experiment_started_with(train_mod, tmp_path,
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "the flags it started with" in err and named in err
+    (tmp_path / "exp" / train_mod.RECORD).write_text("[1, 2]")  # not a record: one clear error
+    with pytest.raises(SystemExit):
+        train_mod.parse_args(["--resume", "--storage-path", str(tmp_path)])
+    assert "--resume" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop_iters", [4, 10, 100])

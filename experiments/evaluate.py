@@ -3,7 +3,7 @@
     python experiments/evaluate.py --checkpoint PATH [--episodes N]
         [--scenario S | --table FILE] [--out DIR] [--seed-offset K]
         [--train-seeds N] [--supervised-episodes N] [--supervised-rounds R]
-        [--robustness-episodes N]
+        [--robustness-episodes N] [--env-config JSON]
 
 Restores the RLModule(s) from an RLlib checkpoint (no Algorithm, no Ray instance), plays
 greedy episodes on held-out seeds (or on the test split of a table), prints the confusion
@@ -71,7 +71,7 @@ from marl_bft_rllib.evaluation import (  # noqa: E402
 )
 from marl_bft_rllib.metrics import BFT_STAT_KEYS  # noqa: E402
 from marl_bft_rllib.scenarios import SCENARIO_DOCS, SCENARIOS, scenario_config  # noqa: E402
-from marl_bft_rllib.validation import check_int  # noqa: E402
+from marl_bft_rllib.validation import check_int, check_json_object  # noqa: E402
 
 REPORT_KEYS = ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "accuracy")
 # Rows of the report that are references (what is learnable), not baselines to beat.
@@ -579,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="scenario preset (default: the env_config the checkpoint was trained with)",
     )
     src.add_argument("--table", type=Path, default=None, help="labelled event table (test split)")
+    p.add_argument(
+        "--env-config",
+        default=None,
+        help="EnvConfig fields (JSON object) over the evaluated config (the scenario, the "
+        "table's or the training one), e.g. '{\"p_drop\": 0.1}'",
+    )
     p.add_argument("--out", type=Path, default=None, help="output dir (default: <checkpoint>_eval)")
     p.add_argument("--seed-offset", type=int, default=HELD_OUT_SEED_OFFSET, help="first seed")
     p.add_argument(
@@ -627,6 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_int(flag, value, lo=low)
         except ValueError as e:
             parser.error(str(e))
+    if args.env_config is not None:
+        try:
+            args.env_config = check_json_object("--env-config", args.env_config)
+        except ValueError as e:
+            parser.error(str(e))
+        if "seed" in args.env_config:
+            parser.error("--env-config: set the held-out seeds with --seed-offset, not 'seed'")
     if args.table is not None and not args.table.is_file():
         parser.error(f"--table: {args.table} is not a file")
     try:
@@ -721,6 +734,10 @@ def evaluate(args: argparse.Namespace) -> int:
         train_env_config = env_config
         source = "training env_config" if trained is not None else "scenario default"
         what = "--scenario"
+    if args.env_config:
+        env_config = {**env_config, **args.env_config}
+        train_env_config = {**train_env_config, **args.env_config}
+        source, what = f"{source} with --env-config {json.dumps(args.env_config)}", "--env-config"
     if env_config.get("adversary", ADVERSARIES[0]) != ADVERSARIES[0]:
         source += " (learned adversary: evaluated with scripted Byzantine replicas)"
     # Learned training: the defenders are evaluated against the scripted behaviours; the

@@ -68,7 +68,7 @@ from marl_bft_rllib.rllib.config import (
 )
 from marl_bft_rllib.rllib.health import ValueHealthStopper, health_status_name
 from marl_bft_rllib.rllib.registration import ENV_NAME
-from marl_bft_rllib.validation import check_int, check_number
+from marl_bft_rllib.validation import check_int, check_json_object, check_number
 
 EVAL_F1 = "eval_f1"  # pooled F1 of this iteration's evaluation, nan when none ran
 EVAL_RETURN = "eval_return"  # mean return of this iteration's evaluation, nan when none ran
@@ -488,13 +488,7 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
 
 def json_object(text: str) -> dict[str, Any]:
     """An argparse ``type``: a JSON object, such as ``'{"certificate": "all_timely"}'``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
-    return value
+    return _argparse_type(lambda t: check_json_object("flag", t), "JSON object")(text)
 
 
 # -- Ray -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ ones) for the caller to store. Numpy-only: every layer may import this module.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_int",
+    "check_json_object",
     "check_number",
     "check_options",
     "check_schedule",
@@ -104,6 +106,17 @@ def check_schedule(name: str, value: object) -> float | list[list[float]]:
     if any(b[0] <= a[0] for a, b in zip(points, points[1:], strict=False)):
         raise ValueError(f"{name}: schedule timesteps must increase strictly, got {value!r}")
     return points
+
+
+def check_json_object(name: str, text: str) -> dict[str, Any]:
+    """Return the JSON object (a dict) that ``text`` spells, e.g. ``'{"p_drop": 0.1}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: expected a JSON object, not JSON ({e}), got {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a JSON object {{...}}, got {text!r}")
+    return value
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -293,11 +293,14 @@ def test_evaluate_writes_report_and_plots(smoke, tmp_path) -> None:
         "2",
         "--robustness-episodes",
         "1",
+        "--env-config",
+        '{"certificate": "all_timely"}',
         "--out",
         out,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
+    assert report["env_config"]["certificate"] == "all_timely"  # --env-config, over:
     for key in ("tp", "tn", "fp", "fn", "precision", "recall", "f1", "views", "messages"):
         assert key in report["policy"], key
     assert any(k.startswith("stl_") and k.endswith("_satisfied") for k in report["policy"])
@@ -367,6 +370,14 @@ def test_evaluate_errors_are_one_line(smoke, tmp_path) -> None:
     assert mismatch.returncode == 1
     assert len(mismatch.stderr.strip().splitlines()) == 1, mismatch.stderr
     assert "--scenario" in mismatch.stderr and "observation shape" in mismatch.stderr
+
+    field = _run(EVALUATE, "--checkpoint", smoke["checkpoint"], "--env-config", '{"p_dropp": 0}')
+    assert field.returncode == 1
+    assert len(field.stderr.strip().splitlines()) == 1, field.stderr
+    assert "--env-config" in field.stderr and "p_dropp" in field.stderr
+    for text in ("{p_drop: 0}", '{"seed": 1}'):  # not JSON; seeds have their own flag
+        flag = _run(EVALUATE, "--checkpoint", smoke["checkpoint"], "--env-config", text)
+        assert flag.returncode == 2 and "--env-config" in flag.stderr
 
 
 # -- restored module == trained module -----------------------------------------------------------
